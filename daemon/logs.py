@@ -1,0 +1,58 @@
+"""structlog set-up: JSON lines when not on a terminal, readable console output on one."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Literal
+
+import structlog
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+_LEVELS["error"] = logging.ERROR
+
+
+def configure(
+    level: str = "info", fmt: Literal["auto", "json", "console"] = "auto", stream: object = None
+) -> None:
+    """Configure structlog for the whole process; logs go to stderr (journald under systemd)."""
+    out = stream if stream is not None else sys.stderr
+    console = fmt == "console" or (fmt == "auto" and getattr(out, "isatty", lambda: False)())
+    renderer: structlog.typing.Processor = (
+        structlog.dev.ConsoleRenderer(colors=False)
+        if console
+        else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(file=out),  # type: ignore[arg-type]
+        cache_logger_on_first_use=False,
+    )
+    # Third-party libraries (asyncua, paho) log through the standard library.
+    logging.basicConfig(level=max(_LEVELS[level], logging.WARNING), stream=out)  # type: ignore[arg-type]
+
+
+class RateLimited:
+    """Let one log line per key through per interval; counts what it held back."""
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval = interval_s
+        self._next: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def allow(self, key: str) -> int | None:
+        """Return the number of suppressed lines since the last one if a line may go out now."""
+        now = time.monotonic()
+        if now < self._next.get(key, 0.0):
+            self._held[key] = self._held.get(key, 0) + 1
+            return None
+        self._next[key] = now + self._interval
+        return self._held.pop(key, 0)

@@ -1,0 +1,58 @@
+"""The agent's self-metrics: every queue, drop and stage is counted here.
+
+One registry per process (prometheus-client's default would leak between test agents).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+READINGS_IN = Counter(
+    "edge_readings_total", "Readings accepted from connectors.", ["connector"], registry=REGISTRY
+)
+READINGS_DROPPED = Counter(
+    "edge_readings_dropped_total", "Readings dropped, by reason.", ["reason"], registry=REGISTRY
+)
+MESSAGES_REJECTED = Counter(
+    "edge_messages_rejected_total",
+    "Sensor messages rejected to the dead-letter topic, by reason.",
+    ["reason"],
+    registry=REGISTRY,
+)
+WINDOWS = Counter(
+    "edge_windows_total",
+    "Windows by outcome: scored, skipped (gate), incomplete, dropped.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+INFERENCE_SECONDS = Histogram(
+    "edge_inference_seconds",
+    "Time of one batched model call.",
+    ["backend"],
+    buckets=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0),
+    registry=REGISTRY,
+)
+BACKEND = Gauge(
+    "edge_model_backend_info", "1 for the backend in use.", ["backend"], registry=REGISTRY
+)
+RECOMMENDATIONS = Counter(
+    "edge_recommendations_total",
+    "Recommendations produced, by kind and severity.",
+    ["kind", "severity"],
+    registry=REGISTRY,
+)
+OUTBOX_DEPTH = Gauge("edge_outbox_messages", "Messages waiting in the outbox.", registry=REGISTRY)
+OUTBOX_DROPPED = Counter(
+    "edge_outbox_dropped_total",
+    "Outbox messages dropped, by priority class.",
+    ["priority"],
+    registry=REGISTRY,
+)
+PUBLISHED = Counter(
+    "edge_published_total", "Messages acknowledged by the uplink broker.", registry=REGISTRY
+)
+RECONNECTS = Counter(
+    "edge_reconnects_total", "Connector reconnects.", ["connector"], registry=REGISTRY
+)

@@ -1,0 +1,336 @@
+"""One settings tree for the whole agent: env prefix `EDGE_`, nesting with `__`.
+
+Read from the environment and from env files (later files win, the environment wins over
+all). Every field has a default and a description; unknown `EDGE_*` names are errors.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from edge_agent.daemon.errors import ConfigError
+
+PREFIX = "EDGE_"
+DELIMITER = "__"
+
+
+class Section(BaseModel):
+    """Base of every settings section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AgentSettings(Section):
+    """Identity and lifetime of this agent."""
+
+    gateway_id: str = Field(
+        "", description="Name of this gateway in topics and messages; empty means the host name."
+    )
+    state_dir: Path = Field(
+        Path("/var/lib/edge-agent"),
+        description="Directory for the outbox, evidence and bundles (systemd StateDirectory).",
+    )
+    shutdown_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds a clean stop may take before work in flight is abandoned."
+    )
+
+
+class LogSettings(Section):
+    """Logging."""
+
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Lowest level written."
+    )
+    format: Literal["auto", "json", "console"] = Field(
+        "auto", description="json lines, readable console, or auto (console on a terminal)."
+    )
+
+
+class MqttSettings(Section):
+    """The broker the sensors publish to."""
+
+    host: str = Field("127.0.0.1", description="Broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker TCP port.")
+    client_id: str = Field("", description="MQTT client id; empty means edge-agent-<gateway_id>.")
+    username: str | None = Field(None, description="User name, if the broker asks for one.")
+    password: SecretStr | None = Field(None, description="Password for `username` (secret).")
+    protocol: Literal["3.1.1", "5"] = Field("5", description="MQTT protocol version.")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="Keep-alive interval in seconds.")
+    reconnect_min_s: float = Field(0.5, gt=0, description="First reconnect delay (jittered).")
+    reconnect_max_s: float = Field(30.0, gt=0, description="Cap on the reconnect delay.")
+
+
+class IngestSettings(Section):
+    """How MQTT messages become readings: topics and payload mapping are data, not code."""
+
+    topics: list[str] = Field(
+        default_factory=lambda: ["plant/{asset}/telemetry"],
+        description="Topic patterns (JSON list); `{asset}` (and optionally `{signal}`) name a "
+        "whole topic level and are subscribed to as `+`; `$share/<group>/` is kept as given.",
+    )
+    qos: int = Field(0, ge=0, le=2, description="Subscription QoS for sensor topics.")
+    ts_field: str = Field("ts", description="JSON field holding the reading's timestamp.")
+    ts_unit: Literal["s", "ms"] = Field("s", description="Unit of the timestamp field.")
+    value_field: str = Field(
+        "value", description="JSON field holding the value when the topic names the signal."
+    )
+    batch_field: str = Field(
+        "readings",
+        description="JSON field holding a list of readings; a top-level list is a batch too.",
+    )
+    signals: dict[str, str] = Field(
+        default_factory=dict,
+        description="JSON field -> signal name (JSON object); empty means every numeric field "
+        "other than the timestamp, under its own name.",
+    )
+    max_payload_bytes: int = Field(
+        65536, ge=64, description="Larger payloads are rejected to the dead-letter topic."
+    )
+    deadletter_topic: str = Field(
+        "edge-agent/{gateway}/deadletter",
+        description="Prefix for rejected payloads, republished unchanged to "
+        "<prefix>/<reason>/<original topic>; empty disables republishing.",
+    )
+    max_buffered: int = Field(
+        200_000,
+        ge=1000,
+        description="Readings held between the connector and the frames; when full, new "
+        "readings are dropped and counted (reason buffer_full).",
+    )
+    log_interval_s: float = Field(
+        10.0, gt=0, description="At most one log line per rejection reason per interval."
+    )
+
+
+class UplinkSettings(Section):
+    """The upstream broker that receives recommendations."""
+
+    host: str = Field("", description="Upstream broker host; empty means the same as EDGE_MQTT.")
+    port: int = Field(0, ge=0, le=65535, description="Upstream port; 0 means EDGE_MQTT__PORT.")
+    topic_prefix: str = Field(
+        "edge-agent/{gateway}",
+        description="Prefix of every upstream topic; `{gateway}` is the gateway id.",
+    )
+    qos: int = Field(1, ge=0, le=2, description="QoS of recommendations (1: at least once).")
+
+
+class FrameSettings(Section):
+    """Per-asset frames on a fixed-rate grid (rate and window come from the model)."""
+
+    stale_after_s: float = Field(
+        10.0, gt=0, description="A signal not updated for this long makes its windows incomplete."
+    )
+    max_assets: int = Field(
+        1000, ge=1, description="Assets tracked at once; readings of further assets are dropped."
+    )
+    max_gap_s: float = Field(
+        300.0, gt=0, description="A jump in time longer than this restarts the asset's frame."
+    )
+    max_pending_windows: int = Field(
+        4096, ge=16, description="Windows waiting for the scorer; when full the oldest is dropped."
+    )
+
+
+class GateSettings(Section):
+    """The cheap statistical stage ahead of the model."""
+
+    mode: Literal["all", "adaptive"] = Field(
+        "adaptive",
+        description="all: every window is scored; adaptive: normal windows are skipped when the "
+        "backlog passes `backlog_high`, except every `sample_every`-th.",
+    )
+    ewma_alpha: float = Field(
+        0.02, gt=0, le=1, description="Weight of a new window in the per-signal baseline."
+    )
+    z_limit: float = Field(
+        4.0, gt=0, description="Window mean z-score that always needs the model."
+    )
+    sample_every: int = Field(
+        10, ge=1, description="Under load, one normal window in this many is still scored."
+    )
+    backlog_high: int = Field(
+        512, ge=1, description="Pending windows above which the gate skips normal windows."
+    )
+
+
+class ModelSettings(Section):
+    """The anomaly model and its runtimes."""
+
+    manifest: Path | None = Field(
+        None, description="Model manifest.json; empty means the model shipped with the agent."
+    )
+    backends: list[Literal["onnx", "litert"]] = Field(
+        default_factory=lambda: ["onnx"],
+        description="Backends to try, in order (JSON list); the first that loads is used and "
+        "the next takes over if it fails.",
+    )
+    onnx_providers: list[str] = Field(
+        default_factory=lambda: [
+            "TensorrtExecutionProvider",
+            "CUDAExecutionProvider",
+            "CPUExecutionProvider",
+        ],
+        description="ONNX Runtime execution providers to try, in order (JSON list).",
+    )
+    max_batch: int = Field(64, ge=1, le=4096, description="Windows scored in one model call.")
+
+
+class RuleSettings(Section):
+    """Rule packs that turn scores into recommendations."""
+
+    packs: list[Path] = Field(
+        default_factory=list,
+        description="Rule pack files (JSON list); empty means the pack shipped with the agent.",
+    )
+
+
+class OutboxSettings(Section):
+    """Messages waiting for the uplink."""
+
+    max_messages: int = Field(
+        10_000,
+        ge=10,
+        description="Messages held; when full the lowest priority class, oldest first, is dropped.",
+    )
+
+
+class Settings(BaseSettings):
+    """The whole configuration of one agent."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX,
+        env_nested_delimiter=DELIMITER,
+        extra="ignore",  # unknown EDGE_* names are caught by `load_settings` with a better message
+        frozen=True,
+    )
+
+    agent: AgentSettings = Field(default_factory=AgentSettings, description="Agent identity.")
+    log: LogSettings = Field(default_factory=LogSettings, description="Logging.")
+    mqtt: MqttSettings = Field(default_factory=MqttSettings, description="Sensor broker.")
+    ingest: IngestSettings = Field(default_factory=IngestSettings, description="Payload mapping.")
+    uplink: UplinkSettings = Field(default_factory=UplinkSettings, description="Upstream broker.")
+    frames: FrameSettings = Field(default_factory=FrameSettings, description="Frames.")
+    gate: GateSettings = Field(default_factory=GateSettings, description="Gate.")
+    model: ModelSettings = Field(default_factory=ModelSettings, description="Model.")
+    rules: RuleSettings = Field(default_factory=RuleSettings, description="Rule packs.")
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings, description="Outbox.")
+
+
+def env_names() -> dict[str, tuple[str, str]]:
+    """Map every valid variable name to its (section, field)."""
+    names: dict[str, tuple[str, str]] = {}
+    for section, info in Settings.model_fields.items():
+        model = info.annotation
+        assert isinstance(model, type)
+        assert issubclass(model, Section)
+        for field in model.model_fields:
+            names[f"{PREFIX}{section}{DELIMITER}{field}".upper()] = (section, field)
+    return names
+
+
+def _read_env_files(files: Sequence[Path]) -> tuple[dict[str, str], list[str]]:
+    merged: dict[str, str] = {}
+    problems: list[str] = []
+    for path in files:
+        if not path.is_file():
+            problems.append(f"--env-file {path}: no such file")
+            continue
+        try:
+            values = dotenv_values(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"--env-file {path}: cannot be read ({exc})")
+            continue
+        merged.update({k: v for k, v in values.items() if v is not None})
+    return merged, problems
+
+
+def _unknown(names: Iterable[str]) -> Iterator[str]:
+    valid = env_names()
+    sections = {f"{PREFIX}{s}".upper() for s in Settings.model_fields}
+    for name in sorted(names):
+        upper = name.upper()
+        if not upper.startswith(PREFIX) or upper in valid or upper in sections:
+            continue
+        hint = difflib.get_close_matches(upper, list(valid), n=1)
+        suffix = f"; did you mean {hint[0]}?" if hint else ""
+        yield f"{name}: unknown setting{suffix}"
+
+
+def _describe(error: Mapping[str, Any], source: Mapping[str, str]) -> str:
+    loc = [str(p) for p in error["loc"]]
+    name = f"{PREFIX}{DELIMITER.join(loc[:2])}".upper()
+    value = source.get(name, source.get(name.lower(), error.get("input")))
+    where = f" (at {'.'.join(loc[2:])})" if len(loc) > 2 else ""  # noqa: PLR2004
+    return f"{name}={value!s}: {error['msg']}{where}"
+
+
+def _json_problems(seen: Mapping[str, str]) -> Iterator[str]:
+    """Name the variable whose JSON value does not parse (pydantic-settings names only the section)."""
+    valid = env_names()
+    for name, value in seen.items():
+        key = valid.get(name.upper())
+        if key is None:
+            continue
+        section, field = key
+        model = Settings.model_fields[section].annotation
+        assert isinstance(model, type)
+        assert issubclass(model, Section)
+        origin = getattr(model.model_fields[field].annotation, "__origin__", None)
+        if origin in (list, dict):
+            try:
+                json.loads(value)
+            except json.JSONDecodeError as exc:
+                kind = "list" if origin is list else "object"
+                yield f"{name}={value}: expected a JSON {kind} ({exc.msg} at column {exc.colno})"
+
+
+def load_settings(env_files: Sequence[Path] = ()) -> Settings:
+    """Read and validate the settings, raising ConfigError that lists every problem."""
+    from_files, problems = _read_env_files(env_files)
+    seen = {**from_files, **os.environ}
+    problems += list(_unknown(seen))
+    problems += list(_json_problems(seen))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    existing = tuple(p for p in env_files if p.is_file())
+    try:
+        return Settings(_env_file=existing or None)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        upper = {k.upper(): v for k, v in seen.items()}
+        raise ConfigError("\n".join(_describe(e, upper) for e in exc.errors())) from exc
+    except SettingsError as exc:  # pragma: no cover - _json_problems catches the known causes
+        raise ConfigError(str(exc)) from exc
+
+
+def render_env_file() -> str:
+    """Render the documented env file: every setting, its description and its default."""
+    lines = [
+        "# edge-agent settings. Every line is commented out at its default; uncomment to change.",
+        "# Generated by `edge-agent config env`; tests fail when it drifts from the code.",
+        "# Lists and mappings are JSON. Secrets may also come from systemd credentials.",
+    ]
+    for section, info in Settings.model_fields.items():
+        model = info.annotation
+        assert isinstance(model, type)
+        assert issubclass(model, Section)
+        lines += ["", f"## {section}: {(model.__doc__ or '').strip()}"]
+        for field, finfo in model.model_fields.items():
+            default = finfo.get_default(call_default_factory=True)
+            if isinstance(default, BaseModel | list | dict):
+                text = json.dumps(default, default=str)
+            elif default is None:
+                text = ""
+            else:
+                text = str(default)
+            lines.append(f"# {finfo.description}")
+            lines.append(f"#{PREFIX}{section.upper()}{DELIMITER}{field.upper()}={text}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""Connectors: one module per protocol, turning the outside world into readings."""

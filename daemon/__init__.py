@@ -1,0 +1,1 @@
+"""The daemon: settings, frames, gate, outbox, supervision and the command line."""

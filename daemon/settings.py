@@ -162,14 +162,21 @@ class GateSettings(Section):
     )
 
 
+BackendName = Literal["onnx", "litert"]
+
+
+def _default_backends() -> list[BackendName]:
+    return ["onnx"]
+
+
 class ModelSettings(Section):
     """The anomaly model and its runtimes."""
 
     manifest: Path | None = Field(
         None, description="Model manifest.json; empty means the model shipped with the agent."
     )
-    backends: list[Literal["onnx", "litert"]] = Field(
-        default_factory=lambda: ["onnx"],
+    backends: list[BackendName] = Field(
+        default_factory=_default_backends,
         description="Backends to try, in order (JSON list); the first that loads is used and "
         "the next takes over if it fails.",
     )
@@ -269,12 +276,12 @@ def _describe(error: Mapping[str, Any], source: Mapping[str, str]) -> str:
     loc = [str(p) for p in error["loc"]]
     name = f"{PREFIX}{DELIMITER.join(loc[:2])}".upper()
     value = source.get(name, source.get(name.lower(), error.get("input")))
-    where = f" (at {'.'.join(loc[2:])})" if len(loc) > 2 else ""  # noqa: PLR2004
+    where = f" (at {'.'.join(loc[2:])})" if len(loc) > 2 else ""
     return f"{name}={value!s}: {error['msg']}{where}"
 
 
 def _json_problems(seen: Mapping[str, str]) -> Iterator[str]:
-    """Name the variable whose JSON value does not parse (pydantic-settings names only the section)."""
+    """Name the variable whose JSON value does not parse (pydantic-settings names the section)."""
     valid = env_names()
     for name, value in seen.items():
         key = valid.get(name.upper())
@@ -303,7 +310,7 @@ def load_settings(env_files: Sequence[Path] = ()) -> Settings:
         raise ConfigError("\n".join(problems))
     existing = tuple(p for p in env_files if p.is_file())
     try:
-        return Settings(_env_file=existing or None)  # type: ignore[call-arg]
+        return Settings(_env_file=existing or None)
     except ValidationError as exc:
         upper = {k.upper(): v for k, v in seen.items()}
         raise ConfigError("\n".join(_describe(e, upper) for e in exc.errors())) from exc

@@ -1,0 +1,1 @@
+"""Models: manifests, inference backends and the scorer."""

@@ -1,0 +1,1 @@
+"""Rules: rule packs that turn scores into maintenance recommendations."""

@@ -1,0 +1,1 @@
+"""The plant simulator: pumps and motors with injected faults."""

@@ -1,0 +1,12 @@
+import socket
+
+from tests.broker import Broker
+
+
+def test_broker_restarts_on_same_port(broker: Broker) -> None:
+    port = broker.port
+    broker.stop()
+    broker.start()
+    assert broker.port == port
+    with socket.create_connection((broker.host, port), 1):
+        pass

@@ -74,3 +74,32 @@ def new_id() -> str:
     value |= int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+class SignalStats(NamedTuple):
+    """Statistics of one signal over one window, against the asset's normal baseline."""
+
+    mean: float
+    rms: float
+    min: float
+    max: float
+    slope: float  # units per second, least squares over the window
+    baseline: float  # the asset's normal mean of this signal (EWMA over normal windows)
+    change_pct: float  # (mean - baseline) / |baseline| * 100
+
+
+class WindowResult(NamedTuple):
+    """What the scorer and the window statistics say about one window of one asset."""
+
+    asset: str
+    ts: float  # end of the window, seconds since the epoch
+    score: float
+    threshold: float
+    contrib: dict[str, float]  # signal -> signed contribution (positive: above normal)
+    probs: dict[str, float]  # fault class -> probability
+    stats: dict[str, SignalStats]
+
+    @property
+    def anomalous(self) -> bool:
+        """Whether the model's score passes its calibrated threshold."""
+        return self.score > self.threshold

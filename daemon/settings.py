@@ -29,6 +29,13 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+SourceName = Literal["mqtt", "opcua"]
+
+
+def _default_sources() -> list[SourceName]:
+    return ["mqtt"]
+
+
 class AgentSettings(Section):
     """Identity and lifetime of this agent."""
 
@@ -38,6 +45,10 @@ class AgentSettings(Section):
     state_dir: Path = Field(
         Path("/var/lib/edge-agent"),
         description="Directory for the outbox, evidence and bundles (systemd StateDirectory).",
+    )
+    sources: list[SourceName] = Field(
+        default_factory=_default_sources,
+        description="Where readings come from (JSON list): mqtt, opcua, or both.",
     )
     shutdown_timeout_s: float = Field(
         10.0, gt=0, description="Seconds a clean stop may take before work in flight is abandoned."

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.broker import Broker, running_broker
+from edge_agent.simulator.broker import Broker, running_broker
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -1,6 +1,6 @@
 import socket
 
-from tests.broker import Broker
+from edge_agent.simulator.broker import Broker
 
 
 def test_broker_restarts_on_same_port(broker: Broker) -> None:

@@ -1,0 +1,132 @@
+"""The `edge-agent` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from edge_agent.daemon import logs
+from edge_agent.daemon.errors import ConfigError, EdgeAgentError
+from edge_agent.daemon.settings import Settings, load_settings, render_env_file
+
+
+def _env_files(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--env-file",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="read settings from this env file (repeatable; later files win, the environment "
+        "wins over all)",
+    )
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.env_file)
+
+
+def _report_config_error(exc: ConfigError) -> int:
+    print("edge-agent: configuration is invalid:", file=sys.stderr)
+    for line in str(exc).splitlines():
+        print(f"  {line}", file=sys.stderr)
+    return 2
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        settings = _settings(args)
+    except ConfigError as exc:
+        return _report_config_error(exc)
+    print(
+        f"configuration is valid: sensor broker {settings.mqtt.host}:{settings.mqtt.port}, "
+        f"sources {','.join(settings.agent.sources)}, state in {settings.agent.state_dir}"
+    )
+    return 0
+
+
+def _cmd_config_env(_args: argparse.Namespace) -> int:
+    sys.stdout.write(render_env_file())
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from edge_agent.daemon.app import run_agent  # noqa: PLC0415 - keeps `check-config` light
+
+    settings = _settings(args)
+    logs.configure(settings.log.level, settings.log.format)
+    asyncio.run(run_agent(settings))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from edge_agent.daemon.demo import run_demo  # noqa: PLC0415
+
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="edge-agent",
+        description="Industrial IoT edge agent: explains anomalies, advises maintenance.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the agent (what systemd starts)")
+    _env_files(run)
+    run.set_defaults(func=_cmd_run)
+
+    check = sub.add_parser("check-config", help="validate the settings and exit")
+    _env_files(check)
+    check.set_defaults(func=_cmd_check_config)
+
+    config = sub.add_parser("config", help="configuration helpers")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="WHAT")
+    env = config_sub.add_parser("env", help="print every setting as a documented env file")
+    env.set_defaults(func=_cmd_config_env)
+
+    demo = sub.add_parser("demo", help="run the agent against the built-in plant simulator")
+    demo.add_argument("--assets", type=int, default=4, help="pumps to simulate (default 4)")
+    demo.add_argument(
+        "--fault",
+        default="bearing_wear",
+        help="fault injected into the last pump (default bearing_wear)",
+    )
+    demo.add_argument(
+        "--onset", type=float, default=300.0, help="simulated seconds before the fault starts"
+    )
+    demo.add_argument(
+        "--speed", type=float, default=20.0, help="simulated seconds per wall second (default 20)"
+    )
+    demo.add_argument(
+        "--transport", choices=("mqtt", "opcua"), default="mqtt", help="how readings arrive"
+    )
+    demo.add_argument(
+        "--duration", type=float, default=0.0, help="stop after this many wall seconds (0: never)"
+    )
+    _env_files(demo)
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `edge-agent` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        return _report_config_error(exc)
+    except EdgeAgentError as exc:
+        print(f"edge-agent: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

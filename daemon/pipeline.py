@@ -1,0 +1,127 @@
+"""The flow of a reading: frames -> gate -> scorer -> advisor -> outbox.
+
+One task owns the pipeline; sources hand it batches of readings with `ingest` (no queue, no
+thread hop: the frames are updated in the source's own callback turn) and it wakes to score
+whatever windows are complete, in one batch across all assets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import structlog
+
+from edge_agent.daemon import metrics
+from edge_agent.daemon.readings import Outgoing, Priority, Reading, WindowResult
+from edge_agent.daemon.stats import window_stats
+
+if TYPE_CHECKING:
+    from edge_agent.daemon.frames import FrameBuilder, Window
+    from edge_agent.daemon.gate import Gate
+    from edge_agent.daemon.outbox import Outbox
+    from edge_agent.models.scorer import Scorer
+    from edge_agent.rules.engine import Advisor, Recommendation
+
+log = structlog.get_logger(__name__)
+
+
+class Pipeline:
+    """Turns readings into recommendations in the outbox."""
+
+    def __init__(
+        self,
+        *,
+        frames: FrameBuilder,
+        gate: Gate,
+        scorer: Scorer,
+        advisor: Advisor,
+        outbox: Outbox,
+        topic_prefix: str,
+    ) -> None:
+        self.frames = frames
+        self.gate = gate
+        self.scorer = scorer
+        self.advisor = advisor
+        self.outbox = outbox
+        self._prefix = topic_prefix
+        self._wake = asyncio.Event()
+        self.last_reading_ts = 0.0
+
+    def ingest(self, readings: Sequence[Reading]) -> None:
+        """Add a batch of readings; wakes the pipeline task when windows are ready."""
+        if not readings:
+            return
+        self.frames.ingest(readings)
+        self.last_reading_ts = readings[-1].ts
+        if self.frames.pending:
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Score windows as they become ready, until cancelled."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self.step()
+
+    async def step(self) -> int:
+        """Score every pending window once; return how many recommendations it produced."""
+        backlog = self.frames.pending
+        windows = self.frames.take()
+        chosen = self.gate.select(windows, backlog)
+        if not chosen:
+            return 0
+        results = self._score(chosen)
+        recs = self.advisor.evaluate(results)
+        if recs:
+            await self.outbox.put([self._outgoing(r) for r in recs])
+            for rec in recs:
+                metrics.RECOMMENDATIONS.labels(rec.kind, rec.severity).inc()
+                log.info("recommendation", asset=rec.asset, kind=rec.kind, severity=rec.severity)
+        return len(recs)
+
+    def _score(self, windows: Sequence[Window]) -> list[WindowResult]:
+        manifest = self.scorer.manifest
+        signals = manifest.signals
+        x = np.stack([w.values for w in windows])
+        out = self.scorer.score(x)
+        stats = window_stats(x, signals, manifest.rate_hz, self.gate.baselines(windows))
+        scores = out.score.tolist()
+        contrib = out.contrib.tolist()
+        probs = out.probs.tolist()
+        classes = manifest.classes
+        threshold = manifest.threshold
+        results = [
+            WindowResult(
+                w.asset,
+                w.ts,
+                scores[i],
+                threshold,
+                dict(zip(signals, contrib[i], strict=True)),
+                dict(zip(classes, probs[i], strict=True)),
+                stats[i],
+            )
+            for i, w in enumerate(windows)
+        ]
+        self.gate.learn(windows, [not r.anomalous for r in results])
+        metrics.WINDOWS.labels("scored").inc(len(windows))
+        return results
+
+    def _outgoing(self, rec: Recommendation) -> Outgoing:
+        if rec.kind == "needs_review":
+            return Outgoing(
+                f"{self._prefix}/escalations/{rec.asset}",
+                rec.to_json(),
+                rec.id,
+                key=rec.asset,
+                priority=Priority.ESCALATION,
+            )
+        return Outgoing(
+            f"{self._prefix}/recommendations/{rec.asset}",
+            rec.to_json(),
+            rec.id,
+            key=rec.asset,
+            priority=Priority.RECOMMENDATION,
+        )

@@ -56,3 +56,20 @@ PUBLISHED = Counter(
 RECONNECTS = Counter(
     "edge_reconnects_total", "Connector reconnects.", ["connector"], registry=REGISTRY
 )
+RECOMMENDATIONS_SUPPRESSED = Counter(
+    "edge_recommendations_suppressed_total",
+    "Raises a rule held back, by reason (cooldown).",
+    ["reason"],
+    registry=REGISTRY,
+)
+RULE_ERRORS = Counter(
+    "edge_rule_errors_total",
+    "Rule conditions that failed to evaluate (taken as false), by rule id.",
+    ["rule"],
+    registry=REGISTRY,
+)
+ADVISOR_ASSETS_EVICTED = Counter(
+    "edge_advisor_assets_evicted_total",
+    "Assets whose rule state was dropped because rules.max_assets was reached.",
+    registry=REGISTRY,
+)

@@ -1,0 +1,342 @@
+"""The advisor: rule packs over window results, with debounce, hysteresis and cooldown.
+
+Per asset and rule a small state machine: idle → (raise held in n of m windows, cooldown
+over) → active, one `raise`; active → (clear held in n of m windows) → idle, one `resolved`,
+cooldown starts. While active a rule may escalate its severity (one more `raise`), never
+step down. An anomaly no rule explains and the model cannot classify with confidence gives
+one `needs_review` per episode. Time is the windows' time, so replayed data behaves alike.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from edge_agent.daemon import metrics
+from edge_agent.daemon.errors import RuleError
+from edge_agent.daemon.logs import RateLimited
+from edge_agent.daemon.readings import WindowResult
+from edge_agent.daemon.settings import AssetMeta, AssetSettings
+from edge_agent.rules import conditions
+from edge_agent.rules.pack import (
+    PackError,
+    Rule,
+    RulePack,
+    Severity,
+    check_pack,
+    load_pack,
+)
+from edge_agent.rules.recommendation import Recommendation, Report
+
+__all__ = ["Advisor", "AssetMeta", "Recommendation", "RulePack", "load_pack"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class _Active:
+    """An open recommendation: what was sent, so `resolved` and escalations refer to it."""
+
+    id: str
+    since: float
+    severity: Severity
+    due_within_h: float
+
+
+@dataclass(slots=True)
+class _RuleState:
+    raised: deque[bool]
+    cleared: deque[bool]
+    active: _Active | None = None
+    cooldown_until: float = -math.inf
+
+
+@dataclass(slots=True)
+class _ReviewState:
+    hits: deque[bool]
+    open: bool = False
+    quiet: int = 0  # consecutive windows without an anomaly while open
+    cooldown_until: float = -math.inf
+
+
+@dataclass(slots=True)
+class _AssetState:
+    rules: dict[str, _RuleState]
+    review: _ReviewState
+    meta: dict[str, object] = field(default_factory=dict)
+
+
+class Advisor:
+    """Turns window results into recommendations with the rules of one pack (replaceable)."""
+
+    def __init__(
+        self,
+        pack: RulePack,
+        *,
+        model_name: str,
+        model_version: str,
+        signals: Sequence[str],
+        classes: Sequence[str],
+        gateway_id: str,
+        assets: Mapping[str, AssetMeta] | AssetSettings | None = None,
+        max_assets: int = 1000,
+    ) -> None:
+        self._signals = tuple(signals)
+        self._classes = tuple(classes)
+        self._meta_of = _meta_lookup(assets)
+        self._max_assets = max_assets
+        self._report = Report(gateway_id, model_name, model_version, time.time)
+        self._states: OrderedDict[str, _AssetState] = OrderedDict()
+        self._pending: list[Recommendation] = []
+        self._errors = RateLimited(60.0)
+        self._pack = self._checked(pack)
+
+    @property
+    def pack(self) -> RulePack:
+        """The pack in use."""
+        return self._pack
+
+    def _checked(self, pack: RulePack) -> RulePack:
+        problems = check_pack(pack, self._signals, self._classes)
+        if problems:
+            raise PackError(problems)
+        return pack
+
+    def replace_pack(self, pack: RulePack) -> None:
+        """Swap in a new pack (SIGHUP, bundle activation); PackError leaves the old one running.
+
+        Rules kept by id keep their state (an open recommendation stays open, cooldowns
+        run on) unless their debounce changed; open recommendations of rules that are gone
+        are resolved with the next `evaluate`.
+        """
+        self._checked(pack)
+        new = {r.id: r for r in pack.rules}
+        old = {r.id: r for r in self._pack.rules}
+        for asset, state in self._states.items():
+            for rule_id in list(state.rules):
+                rs = state.rules[rule_id]
+                keep = new.get(rule_id)
+                if keep is None:
+                    if rs.active is not None:
+                        self._pending.append(
+                            self._report.resolved_by_reload(asset, old[rule_id], rs.active.id)
+                        )
+                    del state.rules[rule_id]
+                elif (
+                    keep.debounce != old[rule_id].debounce
+                    or keep.clear_debounce != old[rule_id].clear_debounce
+                ):
+                    rs.raised = deque(maxlen=keep.debounce.m)
+                    rs.cleared = deque(maxlen=keep.clear_debounce.m)
+            if state.review.hits.maxlen != pack.review.debounce.m:
+                state.review.hits = deque(maxlen=pack.review.debounce.m)
+        self._pack = pack
+        log.info("rule pack replaced", pack=pack.name, version=pack.version, rules=len(pack.rules))
+
+    def evaluate(self, results: Sequence[WindowResult]) -> list[Recommendation]:
+        """Evaluate every rule on each window in order; return what is to be published."""
+        out, self._pending = self._pending, []
+        for result in results:
+            self._evaluate_one(result, out)
+        for rec in out:
+            metrics.RECOMMENDATIONS.labels(rec.kind, rec.severity).inc()
+        return out
+
+    def _state(self, asset: str) -> _AssetState:
+        state = self._states.get(asset)
+        if state is not None:
+            self._states.move_to_end(asset)
+            return state
+        if len(self._states) >= self._max_assets:
+            dropped, _ = self._states.popitem(last=False)
+            metrics.ADVISOR_ASSETS_EVICTED.inc()
+            if (held := self._errors.allow("evict")) is not None:
+                log.warning(
+                    "rule state dropped: too many assets",
+                    asset=dropped,
+                    max_assets=self._max_assets,
+                    suppressed=held,
+                )
+        meta = self._meta_of(asset)
+        state = _AssetState(
+            rules={
+                r.id: _RuleState(deque(maxlen=r.debounce.m), deque(maxlen=r.clear_debounce.m))
+                for r in self._pack.rules
+            },
+            review=_ReviewState(deque(maxlen=self._pack.review.debounce.m)),
+            meta={"type": meta.type, "criticality": meta.criticality, "state": meta.state},
+        )
+        self._states[asset] = state
+        return state
+
+    def _evaluate_one(self, result: WindowResult, out: list[Recommendation]) -> None:
+        state = self._state(result.asset)
+        values = activation(result, self._classes, state.meta, self._pack.constants)
+        ctx = conditions.context(values)
+        any_active = False
+        for rule in self._pack.rules:
+            rs = state.rules.get(rule.id)
+            if rs is None:  # a rule added by a reload
+                rs = state.rules[rule.id] = _RuleState(
+                    deque(maxlen=rule.debounce.m), deque(maxlen=rule.clear_debounce.m)
+                )
+            rec = self._step(rule, rs, result, values, ctx)
+            if rec is not None:
+                out.append(rec)
+            any_active = any_active or rs.active is not None
+        rec = self._review(state.review, result, values, ctx, any_active)
+        if rec is not None:
+            out.append(rec)
+
+    def _check(
+        self, rule_id: str, name: str, cond: conditions.Condition, ctx: object, asset: str
+    ) -> bool:
+        try:
+            return cond(ctx)  # type: ignore[arg-type]
+        except RuleError as exc:
+            metrics.RULE_ERRORS.labels(rule_id).inc()
+            if (held := self._errors.allow(f"{rule_id}:{name}")) is not None:
+                log.warning(
+                    "rule condition failed; taken as false",
+                    asset=asset,
+                    rule=rule_id,
+                    part=name,
+                    error=str(exc),
+                    suppressed=held,
+                )
+            return False
+
+    def _step(
+        self,
+        rule: Rule,
+        rs: _RuleState,
+        result: WindowResult,
+        values: dict[str, object],
+        ctx: object,
+    ) -> Recommendation | None:
+        asset, ts = result.asset, result.ts
+        if rs.active is None:
+            rs.raised.append(self._check(rule.id, "raise", rule.raise_when, ctx, asset))
+            if sum(rs.raised) < rule.debounce.n:
+                return None
+            rs.raised.clear()
+            if ts < rs.cooldown_until:
+                metrics.RECOMMENDATIONS_SUPPRESSED.labels("cooldown").inc()
+                if (held := self._errors.allow(f"cooldown:{asset}:{rule.id}")) is not None:
+                    log.info(
+                        "raise suppressed by cooldown",
+                        asset=asset,
+                        rule=rule.id,
+                        until=rs.cooldown_until,
+                        suppressed=held,
+                    )
+                return None
+            severity, due = self._severity(rule, ctx, asset)
+            rec = self._report.raised(rule, result, values, severity, due, escalated_from=None)
+            rs.active = _Active(rec.id, ts, severity, due)
+            rs.cleared.clear()
+            log.info(
+                "recommendation raised",
+                asset=asset,
+                rule=rule.id,
+                severity=severity.label,
+                id=rec.id,
+            )
+            return rec
+        rs.cleared.append(self._check(rule.id, "clear", rule.clear_when, ctx, asset))
+        if sum(rs.cleared) >= rule.clear_debounce.n:
+            active, rs.active = rs.active, None
+            rs.cleared.clear()
+            rs.cooldown_until = ts + rule.cooldown_s
+            log.info("recommendation resolved", asset=asset, rule=rule.id, id=active.id)
+            return self._report.resolved(rule, result, values, active.id, active.since)
+        severity, due = self._severity(rule, ctx, asset)
+        if severity <= rs.active.severity:
+            return None
+        rec = self._report.raised(
+            rule, result, values, severity, due, escalated_from=rs.active.severity
+        )
+        log.info(
+            "recommendation escalated",
+            asset=asset,
+            rule=rule.id,
+            severity=severity.label,
+            id=rec.id,
+        )
+        rs.active = _Active(rec.id, rs.active.since, severity, due)
+        return rec
+
+    def _severity(self, rule: Rule, ctx: object, asset: str) -> tuple[Severity, float]:
+        severity, due = rule.severity, rule.due_within_h
+        for esc in rule.escalate:
+            if esc.severity > severity and self._check(rule.id, "escalate", esc.when, ctx, asset):
+                severity = esc.severity
+                due = esc.due_within_h if esc.due_within_h is not None else due
+        return severity, due
+
+    def _review(
+        self,
+        rv: _ReviewState,
+        result: WindowResult,
+        values: dict[str, object],
+        ctx: object,
+        any_active: bool,
+    ) -> Recommendation | None:
+        policy = self._pack.review
+        if rv.open:
+            rv.quiet = 0 if result.anomalous else rv.quiet + 1
+            if rv.quiet >= policy.clear_windows:
+                rv.open, rv.quiet = False, 0
+                rv.cooldown_until = result.ts + policy.cooldown_s
+            return None
+        # A rule that already explains the anomaly makes a review pointless.
+        hit = not any_active and self._check("needs_review", "when", policy.when, ctx, result.asset)
+        rv.hits.append(hit)
+        if sum(rv.hits) < policy.debounce.n or result.ts < rv.cooldown_until:
+            return None
+        rv.hits.clear()
+        rv.open, rv.quiet = True, 0
+        rec = self._report.review(policy, result, values)
+        log.info("needs review", asset=result.asset, id=rec.id, top_class=values["top_class"])
+        return rec
+
+
+def _meta_lookup(
+    assets: Mapping[str, AssetMeta] | AssetSettings | None,
+) -> Callable[[str], AssetMeta]:
+    if isinstance(assets, AssetSettings):
+        return assets.of
+    table = dict(assets or {})
+    default = AssetMeta()
+    return lambda asset: table.get(asset, default)
+
+
+def activation(
+    result: WindowResult,
+    classes: Sequence[str],
+    meta: Mapping[str, object],
+    constants: Mapping[str, float],
+) -> dict[str, object]:
+    """The values conditions and templates see for one window."""
+    probs = {c: float(result.probs.get(c, 0.0)) for c in classes}
+    top_class, top_prob = max(probs.items(), key=lambda kv: kv[1]) if probs else ("unknown", 0.0)
+    threshold = float(result.threshold)
+    return {
+        "asset": result.asset,
+        "score": float(result.score),
+        "threshold": threshold,
+        "ratio": float(result.score) / threshold if threshold > 0 else math.inf,
+        "anomalous": result.anomalous,
+        "contrib": {s: float(v) for s, v in result.contrib.items()},
+        "probs": probs,
+        "stats": {s: st._asdict() for s, st in result.stats.items()},
+        "top_class": top_class,
+        "top_prob": top_prob,
+        "meta": dict(meta),
+        "k": dict(constants),
+    }

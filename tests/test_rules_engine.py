@@ -1,0 +1,275 @@
+"""The advisor on hand-built windows: debounce, one message per fault, resolve, cooldown,
+escalation, needs_review and the recommendation schema. The engine is pure, so numbers
+made up here are enough; the default pack on real simulator traces is test_rules_scenarios.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from edge_agent.daemon import metrics
+from edge_agent.daemon.readings import SignalStats, WindowResult
+from edge_agent.daemon.settings import AssetMeta
+from edge_agent.rules.engine import Advisor, Recommendation, load_pack
+from edge_agent.rules.pack import PackError
+from edge_agent.rules.recommendation import recommendation_schema
+
+SIGNALS = ["temperature", "vibration", "current", "pressure", "flow"]
+CLASSES = [
+    "normal",
+    "bearing_wear",
+    "cavitation",
+    "misalignment",
+    "overheating",
+    "stuck_sensor",
+    "drifting_sensor",
+    "unknown",
+]
+BASE = {"temperature": 45.0, "vibration": 1.5, "current": 20.0, "pressure": 4.0, "flow": 50.0}
+T0 = 1_800_000_000.0
+VALIDATOR = jsonschema.Draft202012Validator(recommendation_schema())
+
+
+def window(
+    ts: float,
+    *,
+    asset: str = "pump-3",
+    score: float = 0.4,
+    probs: dict[str, float] | None = None,
+    means: dict[str, float] | None = None,
+) -> WindowResult:
+    """One window: every signal at its baseline unless `means` says otherwise."""
+    means = {**BASE, **(means or {})}
+    stats = {}
+    contrib = {}
+    for s in SIGNALS:
+        m, b = means[s], BASE[s]
+        stats[s] = SignalStats(m, m, m * 0.95, m * 1.05, 0.0, b, (m - b) / b * 100.0)
+        contrib[s] = (m - b) / b
+    p = dict.fromkeys(CLASSES, 0.0)
+    p.update(probs or {"normal": 1.0})
+    return WindowResult(asset, ts, score, 1.0, contrib, p, stats)
+
+
+def bearing(ts: float, vib: float = 4.2, p: float = 0.9, **kw: object) -> WindowResult:
+    return window(
+        ts,
+        score=3.0,
+        probs={"bearing_wear": p, "normal": 1 - p},
+        means={"vibration": vib, "temperature": 48.0},
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def advisor(paths: Iterable[Path] = (), **kw: object) -> Advisor:
+    return Advisor(
+        load_pack(list(paths)),
+        model_name="pump-ae",
+        model_version="1.0.0",
+        signals=SIGNALS,
+        classes=CLASSES,
+        gateway_id="gw-1",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def run(adv: Advisor, windows: Iterable[WindowResult]) -> list[Recommendation]:
+    out: list[Recommendation] = []
+    for w in windows:
+        out += adv.evaluate([w])
+    for rec in out:
+        VALIDATOR.validate(rec.payload)
+    return out
+
+
+def test_raise_waits_for_debounce_then_fires_once() -> None:
+    adv = advisor()
+    # default pack: 3 of 4 windows. Two faulty windows with a normal one between: nothing.
+    assert run(adv, [bearing(T0), window(T0 + 5), bearing(T0 + 10)]) == []
+    recs = run(adv, [bearing(T0 + 15)])
+    assert [(r.kind, r.payload["rule_id"]) for r in recs] == [("raise", "bearing-wear")]
+    # The fault goes on for an hour: no flood.
+    assert run(adv, (bearing(T0 + 20 + 5 * i) for i in range(720))) == []
+
+
+def test_raise_payload_reads_like_advice() -> None:
+    recs = run(advisor(), (bearing(T0 + 5 * i) for i in range(3)))
+    (rec,) = recs
+    p = rec.payload
+    assert rec.severity == "warning"
+    assert p["cause"] == {"class": "bearing_wear", "probability": 0.9}
+    assert p["title"] == "bearing wear likely on pump-3"
+    assert "vibration RMS +180% against baseline at 4.2 mm/s" in str(p["explanation"])
+    action = p["action"]
+    assert isinstance(action, dict)
+    assert action["due_within_h"] == 168
+    assert "lubrication and a bearing inspection within 7 days" in action["text"]
+    signals = p["signals"]
+    assert isinstance(signals, list)
+    assert signals[0]["signal"] == "vibration"
+    assert signals[0]["direction"] == "up"
+    assert signals[0]["change_pct"] == pytest.approx(180.0)
+    assert p["rule_pack"] == {"name": "default", "version": "1.0.0"}
+    assert p["model"] == {"name": "pump-ae", "version": "1.0.0"}
+    assert p["gateway"] == "gw-1"
+    assert p["id"] == rec.id
+    assert rec.to_json().startswith(b'{"schema":"edge-agent/recommendation/v1"')
+
+
+def test_resolved_after_clear_holds_and_names_the_raise() -> None:
+    adv = advisor()
+    (raised,) = run(adv, (bearing(T0 + 5 * i) for i in range(6)))
+    # 11 clean windows are not enough (12 of 12), the 12th resolves.
+    assert run(adv, (window(T0 + 100 + 5 * i) for i in range(11))) == []
+    (resolved,) = run(adv, [window(T0 + 155)])
+    assert resolved.kind == "resolved"
+    assert resolved.payload["resolves"] == raised.id
+    assert resolved.payload["rule_id"] == "bearing-wear"
+
+
+def test_flapping_signal_gives_one_raise_and_one_resolved() -> None:
+    adv = advisor()
+    # Vibration hovers around the raise limit (+25% of baseline) with the model unsure:
+    # hysteresis keeps the recommendation open instead of re-raising.
+    flap = []
+    for i in range(200):
+        high = i % 3 != 2  # above the limit in two of every three windows
+        flap.append(bearing(T0 + 5 * i, vib=1.95 if high else 1.8, p=0.6 if high else 0.4))
+    recs = run(adv, flap)
+    recs += run(adv, (window(T0 + 1000 + 5 * i) for i in range(30)))
+    assert [r.kind for r in recs] == ["raise", "resolved"]
+
+
+def test_cooldown_holds_back_a_quick_return_then_lets_it_through() -> None:
+    adv = advisor()
+    before = metrics.RECOMMENDATIONS_SUPPRESSED.labels("cooldown")._value.get()
+    first = run(adv, (bearing(T0 + 5 * i) for i in range(4)))
+    first += run(adv, (window(T0 + 100 + 5 * i) for i in range(12)))
+    assert [r.kind for r in first] == ["raise", "resolved"]
+    # Back after ten minutes: inside the 4 h cooldown.
+    assert run(adv, (bearing(T0 + 800 + 5 * i) for i in range(10))) == []
+    assert metrics.RECOMMENDATIONS_SUPPRESSED.labels("cooldown")._value.get() > before
+    later = run(adv, (bearing(T0 + 5 * 3600 + 5 * i) for i in range(4)))
+    assert [r.kind for r in later] == ["raise"]
+
+
+def test_escalates_once_to_critical_in_iso_zone_d() -> None:
+    adv = advisor()
+    recs = run(adv, (bearing(T0 + 5 * i, vib=3.5) for i in range(5)))
+    recs += run(adv, (bearing(T0 + 100 + 5 * i, vib=6.0) for i in range(50)))
+    assert [(r.kind, r.severity) for r in recs] == [("raise", "warning"), ("raise", "critical")]
+    assert recs[1].payload["escalated_from"] == "warning"
+    action = recs[1].payload["action"]
+    assert isinstance(action, dict)
+    assert action["due_within_h"] == 24
+
+
+def test_each_asset_has_its_own_state() -> None:
+    adv = advisor()
+    recs = []
+    for i in range(6):
+        recs += adv.evaluate(
+            [bearing(T0 + 5 * i, asset="pump-1"), window(T0 + 5 * i, asset="pump-2")]
+        )
+    assert [(r.kind, r.asset) for r in recs] == [("raise", "pump-1")]
+
+
+def test_unknown_anomaly_needs_review_without_a_guessed_cause() -> None:
+    adv = advisor()
+    unsure = {"unknown": 0.45, "bearing_wear": 0.3, "normal": 0.25}
+    windows = [
+        window(T0 + 5 * i, score=2.5, probs=unsure, means={"current": 26.0}) for i in range(60)
+    ]
+    recs = run(adv, windows)
+    assert [r.kind for r in recs] == ["needs_review"]
+    p = recs[0].payload
+    assert p["cause"] is None
+    assert p["candidates"][0] == {"class": "unknown", "probability": 0.45}  # type: ignore[index]
+    assert "led by current (up, +30% against baseline)" in str(p["explanation"])
+    evidence = p["evidence"]
+    assert isinstance(evidence, dict)
+    assert set(evidence["stats"]) == set(SIGNALS)
+
+
+def test_confident_fault_is_not_sent_for_review() -> None:
+    recs = run(advisor(), (bearing(T0 + 5 * i) for i in range(60)))
+    assert [r.kind for r in recs] == ["raise"]
+
+
+def test_asset_metadata_reaches_the_message() -> None:
+    meta = {"pump-3": AssetMeta(type="pump", criticality="high", state="running")}
+    (rec,) = run(advisor(assets=meta), (bearing(T0 + 5 * i) for i in range(3)))
+    assert rec.payload["asset_meta"] == {"type": "pump", "criticality": "high", "state": "running"}
+
+
+def test_state_is_bounded_by_max_assets() -> None:
+    adv = advisor(max_assets=2)
+    before = metrics.ADVISOR_ASSETS_EVICTED._value.get()
+    for i in range(5):
+        adv.evaluate([window(T0, asset=f"pump-{i}")])
+    assert metrics.ADVISOR_ASSETS_EVICTED._value.get() - before == 3
+
+
+def test_a_failing_condition_is_counted_and_taken_as_false() -> None:
+    adv = advisor()
+    w = bearing(T0)
+    broken = w._replace(stats={k: v for k, v in w.stats.items() if k != "vibration"})
+    before = metrics.RULE_ERRORS.labels("bearing-wear")._value.get()
+    assert run(adv, [broken] * 5) == []
+    assert metrics.RULE_ERRORS.labels("bearing-wear")._value.get() > before
+
+
+PACK = """\
+pack: site
+version: 2.0.0
+defaults: {debounce: {n: 2, m: 2}, clear_debounce: {n: 2, m: 2}, cooldown_h: 0}
+needs_review:
+  when: "false"
+  title: t
+  explanation: e
+  advice: a
+  due_within_h: 1
+rules:
+  - id: bearing-wear
+    fault: bearing_wear
+    severity: warning
+    raise: probs.bearing_wear > 0.5
+    clear: probs.bearing_wear < 0.1
+    title: "bearing {asset}"
+    explanation: e
+    advice: a
+    due_within_h: 10
+"""
+
+
+def test_replace_pack_keeps_open_recommendations_and_rejects_bad_packs(tmp_path: Path) -> None:
+    adv = advisor()
+    (raised,) = run(adv, (bearing(T0 + 5 * i) for i in range(4)))
+    site = tmp_path / "site.yaml"
+    site.write_text(PACK)
+    adv.replace_pack(load_pack([site]))
+    assert adv.pack.name == "site"
+    # Still open under the new pack: no second raise; its own (shorter) clear resolves it.
+    assert run(adv, [bearing(T0 + 100), bearing(T0 + 105)]) == []
+    (resolved,) = run(adv, [window(T0 + 110), window(T0 + 115)])
+    assert resolved.payload["resolves"] == raised.id
+    # A pack naming a signal the model lacks is refused; the old one keeps running.
+    site.write_text(PACK.replace("probs.bearing_wear > 0.5", "stats.speed.mean > 1.0"))
+    with pytest.raises(PackError, match="speed"):
+        adv.replace_pack(load_pack([site]))
+    assert adv.pack.name == "site"
+
+
+def test_rules_removed_by_a_reload_close_their_open_recommendation(tmp_path: Path) -> None:
+    adv = advisor()
+    (raised,) = run(adv, (bearing(T0 + 5 * i) for i in range(4)))
+    other = tmp_path / "other.yaml"
+    other.write_text(PACK.replace("bearing-wear", "cav").replace("bearing_wear", "cavitation"))
+    adv.replace_pack(load_pack([other]))
+    (withdrawn,) = run(adv, [window(T0 + 100)])
+    assert withdrawn.kind == "resolved"
+    assert withdrawn.payload["resolves"] == raised.id

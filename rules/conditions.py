@@ -4,10 +4,10 @@ Library choice, measured on this project's typical condition
 (`score > threshold && probs.bearing_wear >= 0.5 && stats.vibration.rms > 4.5 && ...`,
 Python 3.11, one core of the development machine):
 
-- `common-expression-language` (Rust bindings): ~16,000 evaluations/s when the window's
-  values are passed as a dict each time, ~1,000,000/s against a `cel.Context` built once
-  per window (the dict conversion dominates, so the advisor builds one context per window
-  and runs every rule against it). Typed stubs; parse errors carry line and column.
+- `common-expression-language` (Rust bindings): ~6,000 evaluations/s when the window's
+  values are converted into a `cel.Context` each time (the nested dicts dominate), ~750,000/s
+  when the context resolves variables lazily from the window's dict (`context` below).
+  Typed stubs; parse errors carry line and column.
 - `cel-python` (pure Python, lark): ~3,500 evaluations/s even with the activation
   converted ahead of time.
 
@@ -94,8 +94,15 @@ def compile_condition(source: str) -> Condition:
 
 
 def context(variables: dict[str, object]) -> cel.Context:
-    """Build the evaluation context of one window (done once, shared by every rule)."""
-    return cel.Context(variables)
+    """Build the evaluation context of one window (done once, shared by every rule).
+
+    A resolver, not `Context(variables)`: the eager form converts every nested dict to CEL
+    values up front (~160 us a window, 99% of the advisor's time); the resolver hands CEL
+    only what an expression reads (~1.3 us per evaluation).
+    """
+    ctx = cel.Context()
+    ctx.set_variable_resolver(variables.get)
+    return ctx
 
 
 def _first_error(message: str) -> str:

@@ -23,12 +23,12 @@ from edge_agent.daemon.logs import RateLimited
 from edge_agent.daemon.readings import WindowResult
 from edge_agent.daemon.settings import AssetMeta, AssetSettings
 from edge_agent.rules import conditions
+from edge_agent.rules.check import check_pack
 from edge_agent.rules.pack import (
     PackError,
     Rule,
     RulePack,
     Severity,
-    check_pack,
     load_pack,
 )
 from edge_agent.rules.recommendation import Recommendation, Report
@@ -143,9 +143,7 @@ class Advisor:
         out, self._pending = self._pending, []
         for result in results:
             self._evaluate_one(result, out)
-        for rec in out:
-            metrics.RECOMMENDATIONS.labels(rec.kind, rec.severity).inc()
-        return out
+        return out  # counted (edge_recommendations_total) where they are published
 
     def _state(self, asset: str) -> _AssetState:
         state = self._states.get(asset)

@@ -73,3 +73,20 @@ ADVISOR_ASSETS_EVICTED = Counter(
     "Assets whose rule state was dropped because rules.max_assets was reached.",
     registry=REGISTRY,
 )
+BUNDLE_EVENTS = Counter(
+    "edge_bundle_events_total",
+    "Bundle store events: rollback, recovered, current_damaged, job_record_pruned.",
+    ["event"],
+    registry=REGISTRY,
+)
+UPDATE_JOBS = Counter(
+    "edge_update_jobs_total",
+    "Update jobs by final state (SUCCEEDED, FAILED, REJECTED, duplicate, invalid) and reason.",
+    ["status", "reason"],
+    registry=REGISTRY,
+)
+SCORING_ERRORS = Counter(
+    "edge_scoring_errors_total",
+    "Model calls that raised; a bundle in probation fails if this grows.",
+    registry=REGISTRY,
+)

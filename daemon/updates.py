@@ -1,0 +1,323 @@
+"""Fleet updates: jobs arrive on MQTT, bundles are verified, installed, proven or rolled back.
+
+Job states follow the AWS IoT Jobs vocabulary and go, in order, to one retained topic per
+gateway: QUEUED, IN_PROGRESS (step downloading, verifying, staging, probation), then one of
+SUCCEEDED, FAILED (installed but did not prove itself: rolled back) or REJECTED (never
+installed: signature, version, expiry, hashes, paths, compatibility). One job installs at a
+time; a job id seen before is answered with its stored final state and not run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgspec
+import structlog
+
+from edge_agent.daemon import metrics
+from edge_agent.daemon.bundle import (
+    Bundle,
+    BundleRejectedError,
+    TrustedKeys,
+    check_manifest,
+    verify_bundle,
+)
+from edge_agent.daemon.bundle_fetch import DownloadError, Job, check_size, fetch
+from edge_agent.daemon.bundle_store import BundleStore, JobRecord, write_atomic
+from edge_agent.daemon.errors import BundleError, EdgeAgentError
+from edge_agent.daemon.logs import RateLimited
+from edge_agent.daemon.probation import check_bundle
+from edge_agent.daemon.readings import Outgoing, Priority, new_id
+from edge_agent.daemon.settings import UpdateSettings
+
+log = structlog.get_logger(__name__)
+
+Activate = Callable[[Bundle | None], Awaitable[None]]
+_RETRY_DELAYS_S = (1.0, 4.0, 15.0)
+
+
+class JobClient(Protocol):
+    """What the service needs of an MQTT client (connectors.mqtt.MqttClient has it)."""
+
+    def subscribe(
+        self, topic_filter: str, qos: int, on_message: Callable[[str, bytes], None]
+    ) -> None:
+        """Subscribe now and after every reconnect."""
+
+    async def publish(self, msg: Outgoing) -> None:
+        """Publish and wait for the broker's acknowledgement."""
+
+
+class JobState(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One state report, as published on the retained state topic."""
+
+    job_id: str
+    status: str
+    bundle_version: int
+    gateway: str
+    seq: int
+    ts: float
+    step: str = ""
+    reason: str = ""
+    active_version: int = 0  # the bundle serving after this state (0: the packaged default)
+
+
+def _scoring_errors() -> float:
+    value = metrics.REGISTRY.get_sample_value("edge_scoring_errors_total")
+    return 0.0 if value is None else value
+
+
+class _ProbationError(EdgeAgentError):
+    """Installed bundle failed probation (internal: carries the reason to the report)."""
+
+
+class UpdateService:
+    """Runs as one task: receives jobs, installs one at a time, reports every state."""
+
+    def __init__(
+        self,
+        settings: UpdateSettings,
+        client: JobClient,
+        state_dir: Path,
+        gateway_id: str,
+        activate: Activate,
+        *,
+        model_input: dict[str, Any] | None = None,
+        check: Callable[[Bundle], None] = check_bundle,
+    ) -> None:
+        if settings.trusted_keys is None:
+            raise BundleError("EDGE_UPDATES__TRUSTED_KEYS is empty: fleet updates are off")
+        self.settings = settings
+        self.keys = TrustedKeys.load(settings.trusted_keys)
+        self.client = client
+        self.store = BundleStore(state_dir)
+        self.gateway = gateway_id
+        self.activate = activate
+        self.check = check
+        self.default_input = model_input
+        self.state_topic = settings.state_topic.format(gateway=gateway_id)
+        self._queue: asyncio.Queue[Job] = asyncio.Queue(settings.max_pending_jobs)
+        self._limited = RateLimited(10.0)
+        self._seq = 0
+
+    def topics(self) -> list[str]:
+        """The job topics this gateway listens on."""
+        mine = [self.settings.gateway_topic.format(gateway=self.gateway)]
+        return mine + [self.settings.group_topic.format(group=g) for g in self.settings.groups]
+
+    # --- intake ---------------------------------------------------------------------------
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        if len(payload) > self.settings.max_job_bytes:
+            self._refuse("too_large", f"{topic}: {len(payload)} bytes")
+            return
+        try:
+            job = msgspec.json.decode(payload, type=Job)
+        except msgspec.DecodeError as exc:
+            self._refuse("invalid", f"{topic}: {exc}")
+            return
+        try:
+            self._queue.put_nowait(job)
+        except asyncio.QueueFull:
+            self._refuse("queue_full", f"job {job.job_id} (EDGE_UPDATES__MAX_PENDING_JOBS)")
+
+    def _refuse(self, reason: str, detail: str) -> None:
+        # No job id to report against (or no room): counted and logged, nothing published.
+        metrics.UPDATE_JOBS.labels(status="dropped", reason=reason).inc()
+        held = self._limited.allow(reason)
+        if held is not None:
+            log.warning("update_job_dropped", reason=reason, detail=detail, suppressed=held)
+
+    # --- reporting ------------------------------------------------------------------------
+
+    def _active_version(self) -> int:
+        current = self.store.current()
+        return 0 if current is None else current.version
+
+    async def _report(self, job_id: str, version: int, status: str, **extra: str) -> None:
+        # Microseconds since the epoch, strictly increasing: ordered across restarts too.
+        self._seq = max(self._seq + 1, time.time_ns() // 1000)
+        state = JobState(
+            job_id=job_id,
+            status=status,
+            bundle_version=version,
+            gateway=self.gateway,
+            seq=self._seq,
+            ts=time.time(),
+            active_version=self._active_version(),
+            **extra,
+        )
+        log.info("update_job_state", job_id=job_id, status=status, **extra)
+        await self.client.publish(
+            Outgoing(
+                topic=self.state_topic,
+                payload=msgspec.json.encode(state),
+                msg_id=new_id(),
+                priority=Priority.STATUS,
+                qos=self.settings.qos,
+                retain=True,
+            )
+        )
+
+    async def _report_final(self, rec: JobRecord) -> None:
+        extra = {"reason": rec.reason} if rec.reason else {}
+        await self._report(rec.job_id, rec.version, rec.status, **extra)
+        self.store.mark_reported(rec)
+
+    # --- the task ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Recover, report what a restart left unsaid, resume, then serve jobs until cancelled."""
+        self.store.recover()
+        resumed = self._resumable()
+        for rec in self.store.unreported():
+            await self._report_final(rec)
+        for topic in self.topics():
+            self.client.subscribe(topic, self.settings.qos, self._on_message)
+        if resumed is not None:
+            await self._handle(resumed, resumed_job=True)
+        while True:
+            job = await self._queue.get()
+            await self._handle(job)
+
+    def _job_file(self, job_id: str) -> Path:
+        return self.store.incoming(job_id).with_suffix(".job.json")
+
+    def _resumable(self) -> Job | None:
+        journal = self.store.journal()
+        if journal is None:
+            return None
+        path = self._job_file(journal.job_id)
+        try:
+            return msgspec.json.decode(path.read_bytes(), type=Job)
+        except (OSError, msgspec.DecodeError) as exc:
+            log.warning("update_job_not_resumable", job_id=journal.job_id, error=str(exc))
+            self.store.finish(
+                JobRecord(journal.job_id, journal.version, "FAILED", "interrupted; not resumable")
+            )
+            return None
+
+    async def _handle(self, job: Job, *, resumed_job: bool = False) -> None:
+        try:
+            done = self.store.record(job.job_id)
+        except (BundleError, OSError, msgspec.DecodeError) as exc:
+            self._refuse("invalid", f"job id {job.job_id!r}: {exc}")
+            return
+        if done is not None:
+            metrics.UPDATE_JOBS.labels(status="duplicate", reason="").inc()
+            log.info("update_job_duplicate", job_id=job.job_id, status=done.status)
+            await self._report_final(done)
+            return
+        # A ConnectorError (the uplink closing) propagates: the journal finishes the job later.
+        rec = await self._install(job, resumed_job=resumed_job)
+        metrics.UPDATE_JOBS.labels(status=rec.status, reason=rec.reason.split(":")[0]).inc()
+        self.store.finish(rec)
+        self.store.collect()
+        self.store.clear_incoming(job.job_id)
+        self._job_file(job.job_id).unlink(missing_ok=True)
+        await self._report_final(rec)
+
+    def _expected_input(self) -> dict[str, Any] | None:
+        current = self.store.current()
+        return current.model_input if current is not None else self.default_input
+
+    async def _install(self, job: Job, *, resumed_job: bool) -> JobRecord:
+        version = job.manifest.version
+        step = "verifying"
+        if not resumed_job:
+            await self._report(job.job_id, version, "QUEUED")
+        try:
+            # Cheap checks first, on the manifest alone: nothing is fetched for a bundle that
+            # is unsigned, stale, old or incompatible.
+            check_size(job, self.settings.max_bundle_bytes)
+            check_manifest(
+                job.manifest,
+                self.keys,
+                highest=self.store.highest,
+                model_input=self._expected_input(),
+            )
+            step = "downloading"
+            # The job first, then the journal that points to it: a restart can always resume.
+            write_atomic(self._job_file(job.job_id), msgspec.json.encode(job))
+            self.store.begin(job.job_id, version, step)
+            await self._report(job.job_id, version, "IN_PROGRESS", step=step)
+            incoming = self.store.incoming(job.job_id)
+            await self._download(job, incoming)
+            step = "verifying"
+            self.store.begin(job.job_id, version, step)
+            await self._report(job.job_id, version, "IN_PROGRESS", step=step)
+            await asyncio.to_thread(
+                verify_bundle,
+                incoming,
+                self.keys,
+                highest=self.store.highest,
+                model_input=self._expected_input(),
+            )
+            step = "staging"
+            self.store.begin(job.job_id, version, step)
+            await self._report(job.job_id, version, "IN_PROGRESS", step=step)
+            staged = await asyncio.to_thread(self.store.stage, incoming, job.manifest)
+        except BundleRejectedError as exc:
+            log.warning("update_rejected", job_id=job.job_id, reason=exc.reason, detail=exc.detail)
+            return JobRecord(job.job_id, version, "REJECTED", str(exc))
+        except (BundleError, OSError) as exc:
+            log.exception("update_failed", job_id=job.job_id, step=step)
+            return JobRecord(job.job_id, version, "FAILED", f"{step}: {exc}")
+        await self._report(job.job_id, version, "IN_PROGRESS", step="probation")
+        try:
+            await self._probation(job, Bundle(staged, job.manifest))
+        except _ProbationError as exc:
+            return JobRecord(job.job_id, version, "FAILED", f"probation: {exc}")
+        return JobRecord(job.job_id, version, "SUCCEEDED")
+
+    async def _download(self, job: Job, incoming: Path) -> None:
+        for attempt, delay in enumerate((*_RETRY_DELAYS_S, None), 1):
+            try:
+                await asyncio.to_thread(fetch, job, incoming, self.settings.download_timeout_s)
+            except DownloadError as exc:
+                if delay is None:
+                    raise
+                # The files fetched so far stay: the next attempt continues where this stopped.
+                log.warning(
+                    "update_download_retry", job_id=job.job_id, attempt=attempt, error=str(exc)
+                )
+                await asyncio.sleep(delay)
+            else:
+                return
+
+    async def _probation(self, job: Job, bundle: Bundle) -> None:
+        journal = self.store.journal()
+        previous = journal.previous if journal is not None else None
+        self.store.begin(job.job_id, bundle.version, "probation")
+        self.store.swap(bundle.path, bundle.version)
+        errors_before = _scoring_errors()
+        try:
+            await asyncio.to_thread(self.check, bundle)
+            await self.activate(bundle)
+            await self._watch(errors_before)
+        except (EdgeAgentError, OSError, ValueError) as exc:
+            log.exception("update_probation_failed", job_id=job.job_id)
+            self.store.rollback(previous)
+            back = self.store.current()
+            try:
+                await self.activate(back)
+            except (EdgeAgentError, OSError, ValueError):
+                # The old bundle served a moment ago; if it cannot come back, say so loudly.
+                log.exception("update_rollback_activate_failed", to=previous)
+                metrics.BUNDLE_EVENTS.labels(event="rollback_activate_failed").inc()
+            raise _ProbationError(str(exc)) from exc
+
+    async def _watch(self, errors_before: float) -> None:
+        deadline = time.monotonic() + self.settings.probation_s
+        while True:
+            errors = _scoring_errors() - errors_before
+            if errors > 0:
+                raise BundleError(f"{errors:.0f} scoring errors during probation")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, 0.5))

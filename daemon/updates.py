@@ -66,9 +66,18 @@ class JobState(msgspec.Struct, frozen=True, omit_defaults=True):
     active_version: int = 0  # the bundle serving after this state (0: the packaged default)
 
 
+# Counted as scoring errors in probation: calls that raised, and backends that failed at run
+# time (the scorer moves to the next backend, but a new model that breaks one is suspect).
+_ERROR_SAMPLES = ("edge_scoring_errors_total", "edge_model_backend_failures_total")
+
+
 def _scoring_errors() -> float:
-    value = metrics.REGISTRY.get_sample_value("edge_scoring_errors_total")
-    return 0.0 if value is None else value
+    total = 0.0
+    for family in metrics.REGISTRY.collect():
+        for sample in family.samples:
+            if sample.name in _ERROR_SAMPLES and sample.labels.get("stage", "run") == "run":
+                total += sample.value
+    return total
 
 
 class _ProbationError(EdgeAgentError):

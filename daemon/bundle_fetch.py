@@ -46,8 +46,12 @@ class DownloadError(BundleError):
     """A source could not be read (worth retrying); carries what failed."""
 
 
-def _open_source(url: str, offset: int, timeout_s: float) -> tuple[BinaryIO, int]:
-    """Open `url` at `offset`; return the stream and the offset it really starts at."""
+def _open_source(url: str, offset: int, timeout_s: float) -> tuple[BinaryIO, int, int | None]:
+    """Open `url` at `offset`: the stream, the offset it really starts at, the source's size.
+
+    The size (when the source states it) tells a cut connection (retry) from a source that
+    really is shorter than the manifest says (reject).
+    """
     parts = urlsplit(url)
     if parts.scheme == "file":
         path = Path(unquote(parts.path))
@@ -58,7 +62,7 @@ def _open_source(url: str, offset: int, timeout_s: float) -> tuple[BinaryIO, int
         except OSError as exc:
             raise DownloadError(f"{url}: {exc}") from exc
         f.seek(offset)
-        return f, offset
+        return f, offset, os.fstat(f.fileno()).st_size
     if parts.scheme in ("http", "https"):
         request = urllib.request.Request(url)  # noqa: S310 - scheme checked just above
         if offset:
@@ -73,7 +77,8 @@ def _open_source(url: str, offset: int, timeout_s: float) -> tuple[BinaryIO, int
             raise DownloadError(f"{url}: {exc}") from exc
         # A server that ignores Range sends the whole file: start over rather than append.
         start = offset if response.status == 206 else 0
-        return response, start
+        declared = response.length  # bytes of this response, from Content-Length
+        return response, start, None if declared is None else start + declared
     raise BundleRejectedError("malformed", f"job url {url!r}: scheme must be one of {SCHEMES}")
 
 
@@ -83,7 +88,7 @@ def _fetch_one(url: str, dest: Path, length: int, deadline: float) -> None:
         have = 0
     if have == length:
         return
-    stream, start = _open_source(url, have, max(deadline - time.monotonic(), 1.0))
+    stream, start, size = _open_source(url, have, max(deadline - time.monotonic(), 1.0))
     with stream, dest.open("r+b" if dest.exists() else "wb") as out:
         out.seek(start)
         out.truncate()
@@ -105,6 +110,9 @@ def _fetch_one(url: str, dest: Path, length: int, deadline: float) -> None:
                 raise BundleRejectedError("length_mismatch", f"{url}: longer than {length} bytes")
         out.flush()
         os.fsync(out.fileno())
+    if got < length and size is not None and got < size:
+        # The source has more than arrived: the connection was cut. What arrived is kept.
+        raise DownloadError(f"{url}: connection cut at byte {got} of {length}")
     if got < length:
         raise BundleRejectedError("length_mismatch", f"{url}: {got} bytes, manifest says {length}")
 

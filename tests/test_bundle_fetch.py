@@ -1,0 +1,151 @@
+"""Downloads: bounded by the manifest's lengths, resumed after an interruption."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge_agent.daemon.bundle import BundleRejectedError, read_manifest
+from edge_agent.daemon.bundle_fetch import DownloadError, Job, fetch
+from tests.bundle_kit import make_bundle
+
+MODEL = "model/model.onnx"
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    make_bundle(tmp_path / "src", Ed25519PrivateKey.generate(), 1)
+    return tmp_path / "src"
+
+
+def _job(source: Path, url: str) -> Job:
+    manifest = read_manifest(source)
+    return Job(job_id="j", version=manifest.version, manifest=manifest, url=url)
+
+
+def test_file_url_places_every_file(source: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    fetch(_job(source, source.as_uri()), dest, 10)
+    for name in read_manifest(source).files:
+        assert (dest / name).read_bytes() == (source / name).read_bytes()
+    assert (dest / "manifest.json").exists()
+
+
+def test_partial_file_is_continued_not_restarted(source: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    whole = (source / MODEL).read_bytes()
+    (dest / "model").mkdir(parents=True)
+    (dest / MODEL).write_bytes(whole[:100])
+    fetch(_job(source, source.as_uri()), dest, 10)
+    assert (dest / MODEL).read_bytes() == whole
+    # Proof that the prefix on disk was kept: a wrong prefix survives into a hash mismatch.
+    (dest / MODEL).write_bytes(b"\xff" * 100)
+    with pytest.raises(BundleRejectedError) as info:
+        fetch(_job(source, source.as_uri()), dest, 10)
+    assert info.value.reason == "hash_mismatch"
+    assert not (dest / MODEL).exists()  # so that the next attempt starts clean
+
+
+def test_source_longer_than_manifest_is_cut_off(source: Path, tmp_path: Path) -> None:
+    job = _job(source, source.as_uri())
+    with (source / MODEL).open("ab") as f:
+        f.write(b"x" * 1_000_000)
+    dest = tmp_path / "dest"
+    with pytest.raises(BundleRejectedError) as info:
+        fetch(job, dest, 10)
+    assert info.value.reason == "length_mismatch"
+    assert (dest / MODEL).stat().st_size == 0  # never more than the manifest allows on disk
+
+
+def test_source_shorter_than_manifest(source: Path, tmp_path: Path) -> None:
+    job = _job(source, source.as_uri())
+    data = (source / MODEL).read_bytes()
+    (source / MODEL).write_bytes(data[:-1])
+    with pytest.raises(BundleRejectedError) as info:
+        fetch(job, tmp_path / "dest", 10)
+    assert info.value.reason == "length_mismatch"
+
+
+def test_missing_source_file(source: Path, tmp_path: Path) -> None:
+    job = _job(source, source.as_uri())
+    (source / "golden.json").unlink()
+    with pytest.raises(BundleRejectedError) as info:
+        fetch(job, tmp_path / "dest", 10)
+    assert info.value.reason == "missing_file"
+
+
+class _Flaky(BaseHTTPRequestHandler):
+    """Serves a directory with Range support; the first request of a file dies halfway."""
+
+    root: Path
+    cut: set[str]
+    ranges: list[str]
+
+    def do_GET(self) -> None:
+        path = self.root / self.path.lstrip("/")
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        start = 0
+        header = self.headers.get("Range")
+        if header:
+            self.ranges.append(header)
+            start = int(header.removeprefix("bytes=").split("-")[0])
+            self.send_response(206)
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.path not in self.cut:
+            self.cut.add(self.path)
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(2)  # the uplink drops mid-file
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *_args: object) -> None:
+        return
+
+
+@pytest.fixture
+def flaky_server(source: Path) -> Iterator[tuple[str, type[_Flaky]]]:
+    handler = type("Handler", (_Flaky,), {"root": source, "cut": set(), "ranges": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_http_download_resumes_with_a_range(
+    source: Path, tmp_path: Path, flaky_server: tuple[str, type[_Flaky]]
+) -> None:
+    url, handler = flaky_server
+    dest = tmp_path / "dest"
+    job = _job(source, url)
+    with pytest.raises(DownloadError):
+        fetch(job, dest, 10)
+    got = (dest / "golden.json").stat().st_size  # the first file, cut halfway
+    assert 0 < got < (source / "golden.json").stat().st_size
+    # Each later attempt gets one more file further; none starts a file over.
+    for _ in range(len(read_manifest(source).files)):
+        try:
+            fetch(job, dest, 10)
+            break
+        except DownloadError:
+            continue
+    for name in read_manifest(source).files:
+        assert (dest / name).read_bytes() == (source / name).read_bytes()
+    assert f"bytes={got}-" in handler.ranges

@@ -145,6 +145,16 @@ class BundleStore:
         tmp.replace(path)  # rename(2) over the old link: readers see old or new, never none
         fsync_dir(self.root)
 
+    def current_version(self) -> int:
+        """Version of the bundle `current` names, from its manifest alone (0: none)."""
+        name = self._target("current")
+        if name is None:
+            return 0
+        try:
+            return read_manifest(self.root / name).version
+        except BundleRejectedError:
+            return 0
+
     def current(self, keys: TrustedKeys | None = None) -> Bundle | None:
         """The bundle `current` points to, its files re-checked; None if none or damaged."""
         name = self._target("current")

@@ -144,8 +144,8 @@ class UpdateService:
     # --- reporting ------------------------------------------------------------------------
 
     def _active_version(self) -> int:
-        current = self.store.current()
-        return 0 if current is None else current.version
+        # Manifest only: a state report must not re-hash the whole bundle.
+        return self.store.current_version()
 
     async def _report(self, job_id: str, version: int, status: str, **extra: str) -> None:
         # Microseconds since the epoch, strictly increasing: ordered across restarts too.

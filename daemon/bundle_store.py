@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -34,7 +35,6 @@ from edge_agent.daemon.bundle import (
     BundleRejectedError,
     TrustedKeys,
     check_files,
-    check_path,
     check_signature,
     encode_manifest,
     read_manifest,
@@ -45,6 +45,7 @@ from edge_agent.daemon.errors import BundleError
 log = structlog.get_logger(__name__)
 
 MAX_JOB_RECORDS = 200
+_JOB_ID = re.compile(r"(?!\.+$)[A-Za-z0-9._-]{1,128}")
 # Steps before `current` is swapped: a crash there leaves the running bundle as it was.
 PRE_SWAP_STEPS = frozenset({"downloading", "verifying", "staging"})
 _COPY_CHUNK = 1 << 16
@@ -199,9 +200,8 @@ class BundleStore:
         fsync_dir(self.root)
 
     def _record_path(self, job_id: str) -> Path:
-        check_path(job_id)
-        if "/" in job_id:
-            raise BundleError(f"job id {job_id!r} must not contain '/'")
+        if not _JOB_ID.fullmatch(job_id):
+            raise BundleError(f"job id {job_id!r}: use 1-128 of A-Z a-z 0-9 . _ -, not only dots")
         return self.root / "jobs" / f"{job_id}.json"
 
     def record(self, job_id: str) -> JobRecord | None:
@@ -328,8 +328,21 @@ class BundleStore:
                 log.warning("bundle_install_interrupted", job_id=journal.job_id, step=journal.step)
             else:
                 self._end()
+        self._sweep_incoming()
         self.collect()
         return rec
+
+    def _sweep_incoming(self) -> None:
+        """Drop downloads of jobs that ended or never got a journal (disk is bounded)."""
+        journal = self.journal()
+        keep = {journal.job_id, f"{journal.job_id}.job.json"} if journal is not None else set()
+        for path in (self.root / "incoming").iterdir():
+            if path.name in keep:
+                continue
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
     def collect(self) -> None:
         """Keep only the bundles `current` and `previous` name (disk is bounded)."""

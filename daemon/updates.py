@@ -194,7 +194,7 @@ class UpdateService:
             await self._handle(job)
 
     def _job_file(self, job_id: str) -> Path:
-        return self.store.incoming(job_id).with_suffix(".job.json")
+        return self.store.incoming(job_id).with_name(f"{job_id}.job.json")
 
     def _resumable(self) -> Job | None:
         journal = self.store.journal()
@@ -208,6 +208,7 @@ class UpdateService:
             self.store.finish(
                 JobRecord(journal.job_id, journal.version, "FAILED", "interrupted; not resumable")
             )
+            self.store.clear_incoming(journal.job_id)
             return None
 
     async def _handle(self, job: Job, *, resumed_job: bool = False) -> None:

@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.daemon.bundle import BundleRejectedError, TrustedKeys, verify_bundle
 from edge_agent.daemon.bundle_store import BundleStore, JobRecord, active_bundle
+from edge_agent.daemon.errors import BundleError
 from tests.bundle_kit import MODEL_INPUT, make_bundle, write_keys
 
 
@@ -132,5 +133,16 @@ def test_job_records_are_bounded_and_marked_reported(tmp_path: Path) -> None:
     assert rec is not None
     store.mark_reported(rec)
     assert store.unreported() == []
-    with pytest.raises(BundleRejectedError):
-        store.record("../escape")
+    for bad in ("../escape", "..", "a/b", "x" * 129, ""):
+        with pytest.raises(BundleError, match="job id"):
+            store.record(bad)
+
+
+def test_recovery_sweeps_downloads_of_ended_jobs(tmp_path: Path) -> None:
+    store = BundleStore(tmp_path)
+    store.incoming("old-job")
+    (store.root / "incoming" / "old-job.job.json").write_text("{}")
+    store.begin("live-job", 3, "downloading")
+    store.incoming("live-job")
+    store.recover()
+    assert sorted(p.name for p in (store.root / "incoming").iterdir()) == ["live-job"]

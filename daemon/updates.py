@@ -32,7 +32,7 @@ from edge_agent.daemon.errors import BundleError, EdgeAgentError
 from edge_agent.daemon.logs import RateLimited
 from edge_agent.daemon.probation import check_bundle
 from edge_agent.daemon.readings import Outgoing, Priority, new_id
-from edge_agent.daemon.settings import UpdateSettings
+from edge_agent.daemon.settings import Settings, UpdateSettings
 
 log = structlog.get_logger(__name__)
 
@@ -82,6 +82,15 @@ def _scoring_errors() -> float:
 
 class _ProbationError(EdgeAgentError):
     """Installed bundle failed probation (internal: carries the reason to the report)."""
+
+
+def bundle_settings(settings: Settings, bundle: Bundle | None) -> Settings:
+    """The settings with the model and rule packs taken from `bundle` (None: as configured)."""
+    if bundle is None:
+        return settings
+    model = settings.model.model_copy(update={"manifest": bundle.model_manifest_path})
+    rules = settings.rules.model_copy(update={"packs": bundle.rule_pack_paths})
+    return settings.model_copy(update={"model": model, "rules": rules})
 
 
 class UpdateService:

@@ -10,6 +10,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edge_agent.daemon.bundle import BundleRejectedError, TrustedKeys, verify_bundle
 from edge_agent.daemon.bundle_store import BundleStore, JobRecord, active_bundle
 from edge_agent.daemon.errors import BundleError
+from edge_agent.daemon.settings import Settings
+from edge_agent.daemon.updates import bundle_settings
 from tests.bundle_kit import MODEL_INPUT, make_bundle, write_keys
 
 
@@ -146,3 +148,16 @@ def test_recovery_sweeps_downloads_of_ended_jobs(tmp_path: Path) -> None:
     store.incoming("live-job")
     store.recover()
     assert sorted(p.name for p in (store.root / "incoming").iterdir()) == ["live-job"]
+
+
+def test_bundle_settings_point_into_the_bundle(
+    tmp_path: Path, key: Ed25519PrivateKey, keys: TrustedKeys
+) -> None:
+    make_bundle(tmp_path / "one", key, 1)
+    _install(BundleStore(tmp_path / "state"), tmp_path / "one", keys)
+    bundle = active_bundle(tmp_path / "state")
+    assert bundle is not None
+    settings = bundle_settings(Settings(), bundle)
+    assert settings.model.manifest == bundle.path / "model" / "manifest.json"
+    assert settings.rules.packs == [bundle.path / "rules" / "pump.yaml"]
+    assert bundle_settings(Settings(), None) == Settings()

@@ -90,3 +90,9 @@ SCORING_ERRORS = Counter(
     "Model calls that raised; a bundle in probation fails if this grows.",
     registry=REGISTRY,
 )
+BACKEND_FAILURES = Counter(
+    "edge_model_backend_failures_total",
+    "Model backends that failed to load or to run, by backend and stage (load, run).",
+    ["backend", "stage"],
+    registry=REGISTRY,
+)

@@ -96,3 +96,32 @@ BACKEND_FAILURES = Counter(
     ["backend", "stage"],
     registry=REGISTRY,
 )
+LOOP_LAG = Histogram(
+    "edge_event_loop_lag_seconds",
+    "How late the event loop woke from a periodic sleep.",
+    buckets=(1e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=REGISTRY,
+)
+LOOP_LAG_LAST = Gauge(
+    "edge_event_loop_lag_last_seconds", "Event-loop lag at the latest probe.", registry=REGISTRY
+)
+DEGRADED = Gauge(
+    "edge_degraded", "1 while degraded mode is engaged (lag or backlog high).", registry=REGISTRY
+)
+DEGRADED_CHANGES = Counter(
+    "edge_degraded_changes_total",
+    "Degraded mode changes, by state (engaged, cleared) and cause (lag, backlog, both, calm).",
+    ["state", "cause"],
+    registry=REGISTRY,
+)
+NOTIFY_ERRORS = Counter(
+    "edge_notify_errors_total",
+    "sd_notify datagrams that could not be sent to $NOTIFY_SOCKET.",
+    registry=REGISTRY,
+)
+HTTP_REQUESTS = Counter(
+    "edge_http_requests_total",
+    "Requests to the metrics/health endpoint, by path and status code.",
+    ["path", "code"],
+    registry=REGISTRY,
+)

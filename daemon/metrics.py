@@ -125,3 +125,26 @@ HTTP_REQUESTS = Counter(
     ["path", "code"],
     registry=REGISTRY,
 )
+OUTBOX_REFUSED = Counter(
+    "edge_outbox_refused_total",
+    "Outbox messages the uplink broker refused (MQTT 5 reason code >= 0x80), then dropped.",
+    ["priority"],
+    registry=REGISTRY,
+)
+OUTBOX_BYTES = Gauge("edge_outbox_bytes", "Size of the outbox file in bytes.", registry=REGISTRY)
+OUTBOX_DEGRADED = Gauge(
+    "edge_outbox_degraded",
+    "1 while the outbox cannot write its file (disk full, read-only) and buffers in memory.",
+    registry=REGISTRY,
+)
+OUTBOX_ERRORS = Counter(
+    "edge_outbox_errors_total",
+    "Outbox storage errors, by kind (full, readonly, io, corrupt).",
+    ["kind"],
+    registry=REGISTRY,
+)
+DEADLETTER_DROPPED = Counter(
+    "edge_deadletter_dropped_total",
+    "Rejected messages not republished to the dead-letter topic (not connected, backlog).",
+    registry=REGISTRY,
+)

@@ -85,6 +85,30 @@ class MqttSettings(Section):
     keepalive_s: int = Field(30, ge=5, le=3600, description="Keep-alive interval in seconds.")
     reconnect_min_s: float = Field(0.5, gt=0, description="First reconnect delay (jittered).")
     reconnect_max_s: float = Field(30.0, gt=0, description="Cap on the reconnect delay.")
+    connect_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds a TCP connect and TLS handshake may take."
+    )
+    session_expiry_s: int = Field(
+        0,
+        ge=0,
+        description="MQTT session kept by the broker after a disconnect (MQTT 5 session expiry; "
+        "under 3.1.1 any value > 0 means a persistent session); 0: a clean session.",
+    )
+    max_inflight: int = Field(
+        100, ge=1, le=65535, description="QoS 1 messages sent and not yet acknowledged, at most."
+    )
+    tls_ca: Path | None = Field(
+        None, description="CA certificate file (PEM) that signs the broker's; set to use TLS."
+    )
+    tls_cert: Path | None = Field(None, description="Client certificate file (PEM), optional.")
+    tls_key: Path | None = Field(
+        None,
+        description="Client private key file (PEM); a relative name is looked up in systemd's "
+        "$CREDENTIALS_DIRECTORY first.",
+    )
+    tls_key_password: SecretStr | None = Field(
+        None, description="Passphrase of `tls_key`, if it is encrypted (secret)."
+    )
 
 
 class IngestSettings(Section):
@@ -139,6 +163,26 @@ class UplinkSettings(Section):
         description="Prefix of every upstream topic; `{gateway}` is the gateway id.",
     )
     qos: int = Field(1, ge=0, le=2, description="QoS of recommendations (1: at least once).")
+    session_expiry_s: int = Field(
+        3600,
+        ge=0,
+        description="Upstream MQTT session kept by the broker after a disconnect (seconds); "
+        "0: a clean session.",
+    )
+    max_inflight: int = Field(
+        100, ge=1, le=65535, description="Upstream messages sent and not yet acknowledged."
+    )
+    tls_ca: Path | None = Field(
+        None,
+        description="Upstream CA file (PEM); empty means EDGE_MQTT__TLS_CA when host is empty.",
+    )
+    tls_cert: Path | None = Field(None, description="Upstream client certificate (PEM).")
+    tls_key: Path | None = Field(
+        None, description="Upstream client key (PEM); relative: in $CREDENTIALS_DIRECTORY first."
+    )
+    tls_key_password: SecretStr | None = Field(
+        None, description="Passphrase of the upstream client key (secret)."
+    )
 
 
 class FrameSettings(Section):
@@ -270,6 +314,23 @@ class OutboxSettings(Section):
         10_000,
         ge=10,
         description="Messages held; when full the lowest priority class, oldest first, is dropped.",
+    )
+    max_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Size cap of the outbox file in bytes (SQLite pages); when full the lowest "
+        "priority class, oldest first, is dropped.",
+    )
+    synchronous: Literal["normal", "full"] = Field(
+        "normal",
+        description="normal: a message survives a crash of the agent once put() returns, the "
+        "last ones may be lost on power loss; full: fsync per put(), survives power loss.",
+    )
+    memory_max_messages: int = Field(
+        10_000,
+        ge=10,
+        description="Messages buffered in memory while the disk cannot be written (disk full, "
+        "read-only); when full the lowest priority class, oldest first, is dropped.",
     )
 
 

@@ -1,0 +1,628 @@
+"""MQTT in and out: one paho client driven from the running event loop, no paho thread.
+
+paho's socket callbacks become `loop.add_reader/add_writer`; a task calls `loop_misc`
+for keep-alive; a task reconnects with a jittered, capped exponential delay and
+re-subscribes on every connect. Only the blocking TCP connect and TLS handshake run in
+the default executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import ssl
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal, Self, cast
+
+import paho.mqtt.client as paho
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edge_agent.connectors.mapping import PayloadMapper, Rejected
+from edge_agent.daemon import metrics
+from edge_agent.daemon.errors import ConfigError, ConnectorError
+from edge_agent.daemon.logs import RateLimited
+from edge_agent.daemon.readings import Outgoing, Reading
+from edge_agent.daemon.settings import IngestSettings, MqttSettings, Settings
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+log = structlog.get_logger(__name__)
+
+OnMessage = Callable[[str, bytes], None]
+MSG_ID_PROPERTY: Final = "msg_id"  # MQTT 5 user property carrying Outgoing.msg_id
+_MISC_INTERVAL_S: Final = 1.0
+# QoS 0 messages handed to paho and not yet written (dead letters): beyond this, drop.
+_MAX_UNWRITTEN_QOS0: Final = 1000
+# Packets read per readable event before the loop gets a turn (fairness vs. syscalls).
+_READ_BUDGET: Final = 64
+
+
+class PublishRefusedError(ConnectorError):
+    """The broker answered a publish with a failure reason code (MQTT 5, >= 0x80)."""
+
+
+class MqttClient:
+    """One paho client on the running loop; an async context manager.
+
+    `publish` waits for the connection, then for the broker's PUBACK (QoS 1) or the write
+    (QoS 0). If the connection drops while a QoS 1 publish waits for its PUBACK, it keeps
+    waiting: paho re-sends the message (DUP) after the reconnect and the ack of the re-sent
+    message completes it. It raises ConnectorError only when the client closes first, or
+    when the broker refuses the message (MQTT 5 reason code >= 0x80).
+    """
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        *,
+        client_id: str,
+        name: str,
+        will: Outgoing | None = None,
+        online: Outgoing | None = None,
+        env_prefix: str = "EDGE_MQTT__",
+    ) -> None:
+        self.settings = settings
+        self.env_prefix = env_prefix
+        self.name = name
+        self.connected = asyncio.Event()
+        self._will = will
+        self._online = online
+        self._v5 = settings.protocol == "5"
+        self._subs: dict[str, tuple[int, OnMessage]] = {}
+        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._unwritten_qos0: set[int] = set()
+        self._lost = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._sock: Any = None
+        self._connecting = False
+        self._closing = False
+        self._ever_connected = False
+        self._limited = RateLimited(10.0)
+        self._client = self._make_client(client_id)
+
+    # -- set-up -------------------------------------------------------------------------
+    def _make_client(self, client_id: str) -> paho.Client:
+        s = self.settings
+        proto = MQTTProtocolVersion.MQTTv5 if self._v5 else MQTTProtocolVersion.MQTTv311
+        kwargs: dict[str, Any] = {}
+        if not self._v5:
+            kwargs["clean_session"] = s.session_expiry_s == 0
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto, **kwargs)
+        c.connect_timeout = s.connect_timeout_s
+        c.max_inflight_messages_set(s.max_inflight)
+        if s.username is not None:
+            pw = s.password.get_secret_value() if s.password is not None else None
+            c.username_pw_set(s.username, pw)
+        if s.tls_ca is not None:
+            c.tls_set_context(ssl_context(s, self.env_prefix))
+        if self._will is not None:
+            w = self._will
+            c.will_set(w.topic, w.payload, w.qos, w.retain, self._properties(w))
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        c.on_publish = self._on_publish
+        c.on_socket_open = self._on_socket_open
+        c.on_socket_close = self._on_socket_close
+        c.on_socket_register_write = self._on_register_write
+        c.on_socket_unregister_write = self._on_unregister_write
+        return c
+
+    def _properties(self, msg: Outgoing) -> Properties | None:
+        if not self._v5 or not msg.msg_id:
+            return None
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.UserProperty = (MSG_ID_PROPERTY, msg.msg_id)
+        return props
+
+    async def __aenter__(self) -> Self:
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._tasks = [
+            asyncio.create_task(self._connection(), name=f"mqtt-{self.name}-connection"),
+            asyncio.create_task(self._misc(), name=f"mqtt-{self.name}-misc"),
+        ]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        self._closing = True
+        self._closed.set()
+        try:
+            if self.connected.is_set():
+                await self._clean_stop()
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._sock is not None:
+                # Write DISCONNECT now: a clean MQTT disconnect is what suppresses the Will.
+                self._client.disconnect()
+                self._client.loop_write()
+            self._drop_socket()
+            self.connected.clear()
+            for fut in self._pending.values():
+                if not fut.done():
+                    fut.set_exception(ConnectorError(f"mqtt {self.name}: closed before the ack"))
+            self._pending.clear()
+        return exc_type is not None and issubclass(exc_type, asyncio.CancelledError)
+
+    async def _clean_stop(self) -> None:
+        """Flush acks in flight, then publish the Will's payload explicitly (clean stop)."""
+        waiting = [f for f in self._pending.values() if not f.done()]
+        if waiting:
+            await asyncio.wait(waiting, timeout=self.settings.connect_timeout_s)
+        if self._will is not None:
+            with contextlib.suppress(ConnectorError, TimeoutError):
+                async with asyncio.timeout(self.settings.connect_timeout_s):
+                    await self._publish(self._will)
+
+    # -- the connection -----------------------------------------------------------------
+    async def _connection(self) -> None:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        delay = s.reconnect_min_s
+        while True:
+            self._lost.clear()
+            self._connecting = True
+            try:
+                await loop.run_in_executor(None, self._connect_blocking)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                self._connecting = False
+                self._log_connect_error(exc)
+            else:
+                self._connecting = False
+                await self._lost.wait()
+                if self._ever_connected:
+                    delay = s.reconnect_min_s
+            # Full jitter: agents restarted together do not reconnect together.
+            await asyncio.sleep(random.uniform(delay / 2, delay))  # noqa: S311
+            delay = min(delay * 2, s.reconnect_max_s)
+
+    def _connect_blocking(self) -> None:
+        s = self.settings
+        props: Properties | None = None
+        if self._v5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = s.session_expiry_s
+        # 3.1.1 takes clean_session in the constructor; paho wants its sentinel here.
+        clean: bool | Literal[3] = (
+            s.session_expiry_s == 0 if self._v5 else paho.MQTT_CLEAN_START_FIRST_ONLY
+        )
+        rc = self._client.connect(
+            s.host, s.port, s.keepalive_s, clean_start=clean, properties=props
+        )
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise OSError(f"paho connect: {paho.error_string(rc)}")
+
+    def _log_connect_error(self, exc: BaseException) -> None:
+        s = self.settings
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            what = (
+                f"TLS: the broker's certificate is not trusted by {self.env_prefix}TLS_CA "
+                f"({exc.verify_message})"
+            )
+        elif isinstance(exc, ssl.SSLError):
+            what = f"TLS handshake failed ({exc.reason or exc})"
+        else:
+            what = str(exc) or type(exc).__name__
+        held = self._limited.allow("connect")
+        if held is not None:
+            log.warning(
+                "mqtt_connect_failed",
+                client=self.name,
+                host=s.host,
+                port=s.port,
+                error=what,
+                held_back=held,
+            )
+
+    # -- paho callbacks (on the loop thread, except socket-open during connect) ----------
+    def _in_loop(self, fn: Callable[..., None], *args: object) -> None:
+        loop = self._loop
+        assert loop is not None
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+        else:
+            loop.call_soon_threadsafe(fn, *args)
+
+    def _on_socket_open(self, _c: paho.Client, _u: object, sock: Any) -> None:
+        self._in_loop(self._add_socket, sock)
+
+    def _add_socket(self, sock: Any) -> None:
+        assert self._loop is not None
+        self._sock = sock
+        self._loop.add_reader(sock, self._on_readable)
+
+    def _on_socket_close(self, _c: paho.Client, _u: object, sock: Any) -> None:
+        self._in_loop(self._remove_socket, sock)
+
+    def _remove_socket(self, sock: Any) -> None:
+        assert self._loop is not None
+        self._loop.remove_reader(sock)
+        self._loop.remove_writer(sock)
+        if self._sock is sock:
+            self._sock = None
+
+    def _drop_socket(self) -> None:
+        if self._sock is not None:
+            self._remove_socket(self._sock)
+
+    def _on_register_write(self, _c: paho.Client, _u: object, sock: Any) -> None:
+        self._in_loop(self._add_writer, sock)
+
+    def _add_writer(self, sock: Any) -> None:
+        assert self._loop is not None
+        if sock.fileno() >= 0:
+            self._loop.add_writer(sock, self._client.loop_write)
+
+    def _on_unregister_write(self, _c: paho.Client, _u: object, sock: Any) -> None:
+        self._in_loop(self._remove_writer, sock)
+
+    def _remove_writer(self, sock: Any) -> None:
+        assert self._loop is not None
+        if sock.fileno() >= 0:
+            self._loop.remove_writer(sock)
+
+    def _on_readable(self) -> None:
+        client = self._client
+        sock = self._sock
+        for _ in range(_READ_BUDGET):
+            if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or sock is not self._sock:
+                return
+            # paho reads one packet per call; peek so that a burst costs one loop turn.
+            if isinstance(sock, ssl.SSLSocket):
+                if sock.pending() == 0:
+                    return
+                continue
+            try:
+                if not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                    return
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # the next loop_read reports it and paho closes the connection
+
+    def _on_connect(
+        self,
+        _c: paho.Client,
+        _u: object,
+        _flags: object,
+        reason: ReasonCode,
+        _props: Properties | None,
+    ) -> None:
+        s = self.settings
+        if reason.is_failure:
+            log.error(
+                "mqtt_connect_refused",
+                client=self.name,
+                host=s.host,
+                port=s.port,
+                reason=str(reason),
+            )
+            return
+        if self._ever_connected:
+            metrics.RECONNECTS.labels(self.name).inc()
+        self._ever_connected = True
+        log.info("mqtt_connected", client=self.name, host=s.host, port=s.port)
+        for topic_filter, (qos, _) in self._subs.items():
+            self._client.subscribe(topic_filter, qos)
+        if self._online is not None:
+            o = self._online
+            self._client.publish(o.topic, o.payload, o.qos, o.retain, self._properties(o))
+        self.connected.set()
+
+    def _on_disconnect(
+        self,
+        _c: paho.Client,
+        _u: object,
+        _flags: object,
+        reason: ReasonCode,
+        _props: Properties | None,
+    ) -> None:
+        was = self.connected.is_set()
+        self.connected.clear()
+        self._unwritten_qos0.clear()  # paho drops unwritten QoS 0 packets on reconnect
+        self._lost.set()
+        if was and not self._closing:
+            s = self.settings
+            log.warning(
+                "mqtt_disconnected",
+                client=self.name,
+                host=s.host,
+                port=s.port,
+                reason=str(reason),
+            )
+
+    def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
+        subs = self._subs
+        payload = cast("bytes", msg.payload)  # paho reads into bytes; the union is for senders
+        if len(subs) == 1:
+            for _, handler in subs.values():
+                handler(msg.topic, payload)
+            return
+        topic = msg.topic
+        for topic_filter, (_, handler) in subs.items():
+            if paho.topic_matches_sub(_strip_share(topic_filter), topic):
+                handler(topic, payload)
+                return
+
+    def _on_publish(
+        self, _c: paho.Client, _u: object, mid: int, reason: ReasonCode, _p: Properties
+    ) -> None:
+        self._unwritten_qos0.discard(mid)
+        fut = self._pending.pop(mid, None)
+        if fut is None or fut.done():
+            return
+        if reason.is_failure:
+            fut.set_exception(
+                PublishRefusedError(f"mqtt {self.name}: the broker refused the message: {reason}")
+            )
+        else:
+            fut.set_result(None)
+
+    async def _misc(self) -> None:
+        while True:
+            await asyncio.sleep(_MISC_INTERVAL_S)
+            if not self._connecting and self._sock is not None:
+                self._client.loop_misc()
+
+    # -- public -------------------------------------------------------------------------
+    def subscribe(self, topic_filter: str, qos: int, on_message: OnMessage) -> None:
+        """Subscribe now if connected, and again after every (re)connect."""
+        self._subs[topic_filter] = (qos, on_message)
+        if self.connected.is_set():
+            self._client.subscribe(topic_filter, qos)
+
+    async def publish(self, msg: Outgoing) -> None:
+        """Publish once connected; return when the broker acked (QoS 1+) or it was written."""
+        if not self.connected.is_set():
+            waiters = [asyncio.ensure_future(e.wait()) for e in (self.connected, self._closed)]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waiters:
+                    w.cancel()
+        await self._publish(msg)
+
+    async def _publish(self, msg: Outgoing) -> None:
+        assert self._loop is not None
+        if self._closing and msg is not self._will:
+            raise ConnectorError(f"mqtt {self.name}: closing")
+        fut: asyncio.Future[None] = self._loop.create_future()
+        info = self._client.publish(
+            msg.topic, msg.payload, msg.qos, msg.retain, self._properties(msg)
+        )
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            raise ConnectorError(
+                f"mqtt {self.name}: publish to {msg.topic!r} failed: {paho.error_string(info.rc)}"
+            )
+        if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and msg.qos == 0:
+            raise ConnectorError(f"mqtt {self.name}: not connected (QoS 0 not sent)")
+        self._pending[info.mid] = fut
+        await fut
+
+    def publish_nowait(self, topic: str, payload: bytes) -> bool:
+        """Send a QoS 0, non-retained message if connected; False if it was dropped."""
+        if not self.connected.is_set() or len(self._unwritten_qos0) >= _MAX_UNWRITTEN_QOS0:
+            return False
+        info = self._client.publish(topic, payload, 0, False)  # noqa: FBT003 - paho's API
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return False
+        self._unwritten_qos0.add(info.mid)
+        return True
+
+
+def ssl_context(settings: MqttSettings, env_prefix: str = "EDGE_MQTT__") -> ssl.SSLContext:
+    """Build the TLS context: the CA that signs the broker, optionally our certificate.
+
+    Errors name the setting, never the key's path or passphrase (they end up in logs).
+    """
+    assert settings.tls_ca is not None
+    try:
+        ctx = ssl.create_default_context(cafile=str(settings.tls_ca))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"{env_prefix}TLS_CA={settings.tls_ca}: cannot load the CA certificate ({exc})"
+        ) from None
+    if settings.tls_cert is None:
+        if settings.tls_key is not None:
+            raise ConfigError(f"{env_prefix}TLS_KEY is set but {env_prefix}TLS_CERT is not")
+        return ctx
+    if settings.tls_key is None:
+        raise ConfigError(f"{env_prefix}TLS_CERT is set but {env_prefix}TLS_KEY is not")
+    key = credential_path(settings.tls_key)
+    pw = settings.tls_key_password
+    try:
+        ctx.load_cert_chain(
+            str(settings.tls_cert), str(key), pw.get_secret_value() if pw is not None else None
+        )
+    except FileNotFoundError as exc:
+        which = "TLS_CERT" if exc.filename == str(settings.tls_cert) else "TLS_KEY"
+        raise ConfigError(f"{env_prefix}{which}: file not found") from None
+    except (OSError, ssl.SSLError):
+        raise ConfigError(
+            f"{env_prefix}TLS_KEY/{env_prefix}TLS_CERT: cannot load the client certificate "
+            f"and key (wrong {env_prefix}TLS_KEY_PASSWORD, or a key that does not match "
+            "the certificate)"
+        ) from None
+    return ctx
+
+
+def credential_path(path: Path) -> Path:
+    """Resolve a relative key name in systemd's $CREDENTIALS_DIRECTORY when it is there."""
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not path.is_absolute() and creds and (Path(creds) / path).is_file():
+        return Path(creds) / path
+    return path
+
+
+def uplink_mqtt_settings(settings: Settings) -> MqttSettings:
+    """The uplink's MqttSettings: EDGE_MQTT with EDGE_UPLINK's host, port, session, TLS."""
+    up = settings.uplink
+    changes: dict[str, object] = {
+        "session_expiry_s": up.session_expiry_s,
+        "max_inflight": up.max_inflight,
+    }
+    if up.host:
+        changes["host"] = up.host
+        # Another broker: its TLS settings are the uplink's own, never the sensor broker's.
+        changes.update(
+            tls_ca=up.tls_ca,
+            tls_cert=up.tls_cert,
+            tls_key=up.tls_key,
+            tls_key_password=up.tls_key_password,
+        )
+    elif up.tls_ca is not None:
+        changes.update(
+            tls_ca=up.tls_ca,
+            tls_cert=up.tls_cert,
+            tls_key=up.tls_key,
+            tls_key_password=up.tls_key_password,
+        )
+    if up.port:
+        changes["port"] = up.port
+    return settings.mqtt.model_copy(update=changes)
+
+
+def _strip_share(topic_filter: str) -> str:
+    if topic_filter.startswith("$share/"):
+        parts = topic_filter.split("/", 2)
+        return parts[2] if len(parts) == 3 else topic_filter
+    return topic_filter
+
+
+class MqttSource:
+    """Readings from sensor topics; an async context manager over a running MqttClient.
+
+    The buffer between paho's callback and `batches()` holds at most
+    `IngestSettings.max_buffered` readings; when full, new readings are dropped (counted as
+    `buffer_full`). Rejected messages go, unchanged, to the dead-letter topic.
+    """
+
+    def __init__(self, client: MqttClient, ingest: IngestSettings, gateway_id: str) -> None:
+        self._client = client
+        self._ingest = ingest
+        self._mapper = PayloadMapper(ingest)
+        self._max = ingest.max_buffered
+        self._buf: list[Reading] = []
+        self._ready = asyncio.Event()
+        self._accepted = 0
+        self._dropped = 0
+        prefix = ingest.deadletter_topic.format(gateway=gateway_id)
+        self._deadletter = prefix.rstrip("/") if prefix else ""
+        self._limited = RateLimited(ingest.log_interval_s)
+        self._in = metrics.READINGS_IN.labels("mqtt")
+        self._full = metrics.READINGS_DROPPED.labels("buffer_full")
+
+    async def __aenter__(self) -> Self:
+        for topic_filter in self._mapper.subscriptions:
+            self._client.subscribe(topic_filter, self._ingest.qos, self._on_message)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._flush_counts()
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        try:
+            readings = self._mapper.decode(topic, payload)
+        except Rejected as rej:
+            self._reject(topic, payload, rej)
+            return
+        buf = self._buf
+        room = self._max - len(buf)
+        if len(readings) > room:
+            self._dropped += len(readings) - max(room, 0)
+            readings = readings[: max(room, 0)]
+            held = self._limited.allow("buffer_full")
+            if held is not None:
+                log.warning(
+                    "readings_dropped",
+                    reason="buffer_full",
+                    topic=topic,
+                    max_buffered=self._max,
+                    held_back=held,
+                )
+        buf.extend(readings)
+        self._accepted += len(readings)
+        self._ready.set()
+
+    def _reject(self, topic: str, payload: bytes, rej: Rejected) -> None:
+        metrics.MESSAGES_REJECTED.labels(rej.reason).inc()
+        sent = False
+        if self._deadletter:
+            sent = self._client.publish_nowait(f"{self._deadletter}/{rej.reason}/{topic}", payload)
+            if not sent:
+                metrics.DEADLETTER_DROPPED.inc()
+        held = self._limited.allow(rej.reason)
+        if held is not None:
+            log.warning(
+                "message_rejected",
+                reason=rej.reason,
+                topic=topic,
+                detail=rej.detail,
+                deadlettered=sent,
+                held_back=held,
+            )
+
+    def _flush_counts(self) -> None:
+        if self._accepted:
+            self._in.inc(self._accepted)
+            self._accepted = 0
+        if self._dropped:
+            self._full.inc(self._dropped)
+            self._dropped = 0
+
+    async def batches(self) -> AsyncIterator[list[Reading]]:
+        """Yield whatever arrived since the last batch (never an empty list)."""
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            batch, self._buf = self._buf, []
+            self._flush_counts()  # counted per batch, not per message: one lock per batch
+            if batch:
+                yield batch
+
+
+class MqttSink:
+    """Publishes outgoing messages over an MqttClient (the uplink)."""
+
+    def __init__(self, client: MqttClient) -> None:
+        self._client = client
+
+    @property
+    def window(self) -> int:
+        """How many publishes may wait for their ack at once (EDGE_*__MAX_INFLIGHT)."""
+        return self._client.settings.max_inflight
+
+    @property
+    def connected(self) -> asyncio.Event:
+        """Set while the uplink is connected."""
+        return self._client.connected
+
+    async def publish(self, msg: Outgoing) -> None:
+        """Return once the broker acked the message (QoS 1) or it was written (QoS 0)."""
+        await self._client.publish(msg)
+        metrics.PUBLISHED.inc()

@@ -1,0 +1,117 @@
+import json
+
+import pytest
+
+from edge_agent.connectors.mapping import REASONS, PayloadMapper, Rejected
+from edge_agent.daemon.errors import ConfigError
+from edge_agent.daemon.readings import Quality, Reading
+from edge_agent.daemon.settings import IngestSettings
+
+
+def mapper(**kw: object) -> PayloadMapper:
+    return PayloadMapper(IngestSettings.model_validate(kw))
+
+
+def reason_of(m: PayloadMapper, topic: str, payload: bytes) -> str:
+    with pytest.raises(Rejected) as info:
+        m.decode(topic, payload)
+    return info.value.reason
+
+
+def test_single_object_every_numeric_field() -> None:
+    m = mapper(topics=["plant/{asset}/telemetry"])
+    out = m.decode("plant/p1/telemetry", b'{"ts": 10.5, "temp": 40, "vib": 1.5, "unit": "C"}')
+    assert out == [
+        Reading("p1", "temp", 10.5, 40.0, Quality.GOOD),
+        Reading("p1", "vib", 10.5, 1.5, Quality.GOOD),
+    ]
+    assert all(type(r.value) is float for r in out)
+
+
+def test_signals_map_renames_and_selects() -> None:
+    m = mapper(signals={"t": "temperature"})
+    out = m.decode("plant/p1/telemetry", b'{"ts": 1, "t": 3, "other": 9}')
+    assert out == [Reading("p1", "temperature", 1.0, 3.0)]
+
+
+def test_batch_top_level_list_and_batch_field_ms() -> None:
+    m = mapper(ts_unit="ms", batch_field="rows")
+    rows = [{"ts": 1000, "a": 1}, {"ts": 2500, "a": 2}]
+    as_list = m.decode("plant/x/telemetry", json.dumps(rows).encode())
+    as_obj = m.decode("plant/x/telemetry", json.dumps({"rows": rows}).encode())
+    assert as_list == as_obj == [Reading("x", "a", 1.0, 1.0), Reading("x", "a", 2.5, 2.0)]
+
+
+def test_signal_topic_uses_value_field() -> None:
+    m = mapper(topics=["site/{asset}/{signal}"], value_field="v")
+    assert m.decode("site/m7/current", b'{"ts": 5, "v": 2.25}') == [
+        Reading("m7", "current", 5.0, 2.25)
+    ]
+    assert m.subscriptions == ["site/+/+"]
+
+
+def test_shared_subscription_kept_for_subscribe_stripped_for_match() -> None:
+    m = mapper(topics=["$share/agents/plant/{asset}/telemetry"])
+    assert m.subscriptions == ["$share/agents/plant/+/telemetry"]
+    assert m.decode("plant/p2/telemetry", b'{"ts": 1, "a": 1}')[0].asset == "p2"
+
+
+def test_every_rejection_reason() -> None:
+    m = mapper(max_payload_bytes=64)
+    t = "plant/p1/telemetry"
+    cases = {
+        "too_large": (t, b'{"ts": 1, "a": "' + b"x" * 80 + b'"}'),
+        "not_json": (t, b"{not json"),
+        "bad_type": (t, b'{"ts": "yesterday", "a": 1}'),
+        "not_finite": (t, b'{"ts": 1, "a": NaN}'),
+        "no_timestamp": (t, b'{"a": 1}'),
+        "no_match": ("other/p1", b'{"ts": 1, "a": 1}'),
+        "empty": (t, b'{"ts": 1, "label": "x"}'),
+    }
+    assert set(cases) == set(REASONS)
+    for reason, (topic, payload) in cases.items():
+        assert reason_of(m, topic, payload) == reason, reason
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"ts": 1, "a": Infinity}', "not_finite"),
+        (b'{"ts": 1, "a": 1e999}', "not_finite"),
+        (b"[]", "empty"),
+        (b"42", "bad_type"),
+        (b'[{"ts": 1, "a": 1}, 7]', "bad_type"),
+        (b'{"readings": {"ts": 1}}', "bad_type"),
+        (b'{"ts": true, "a": 1}', "bad_type"),
+        (b'{"ts": 1, "a": true}', "empty"),  # a bool is not a number
+        (b"\xff\xfe", "not_json"),
+    ],
+)
+def test_more_rejections(payload: bytes, reason: str) -> None:
+    assert reason_of(mapper(), "plant/p1/telemetry", payload) == reason
+
+
+def test_bad_item_rejects_the_whole_batch() -> None:
+    m = mapper()
+    payload = b'[{"ts": 1, "a": 1}, {"ts": 2, "a": 2}, {"a": 3}]'
+    assert reason_of(m, "plant/p1/telemetry", payload) == "no_timestamp"
+
+
+def test_mapped_field_of_wrong_type_is_bad_type() -> None:
+    m = mapper(signals={"t": "temperature"})
+    assert reason_of(m, "plant/p1/telemetry", b'{"ts": 1, "t": "hot"}') == "bad_type"
+
+
+def test_wrong_number_of_levels_does_not_match() -> None:
+    m = mapper()
+    assert reason_of(m, "plant/p1/telemetry/extra", b'{"ts": 1, "a": 1}') == "no_match"
+    assert reason_of(m, "plant//telemetry", b'{"ts": 1, "a": 1}') == "no_match"
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["plant/telemetry", "plant/{asset}/{asset}", "plant/x{asset}/t", "plant/{unit}/{asset}"],
+)
+def test_bad_patterns_name_the_setting(pattern: str) -> None:
+    with pytest.raises(ConfigError, match="EDGE_INGEST__TOPICS"):
+        mapper(topics=[pattern])

@@ -148,3 +148,20 @@ DEADLETTER_DROPPED = Counter(
     "Rejected messages not republished to the dead-letter topic (not connected, backlog).",
     registry=REGISTRY,
 )
+OPCUA_BUFFERED = Gauge(
+    "edge_opcua_buffered_readings",
+    "OPC UA readings waiting between the connector and the frames.",
+    registry=REGISTRY,
+)
+OPCUA_NODES = Gauge(
+    "edge_opcua_nodes",
+    "Configured OPC UA nodes by state: active, missing (not found on the server).",
+    ["state"],
+    registry=REGISTRY,
+)
+OPCUA_FAILURES = Counter(
+    "edge_opcua_failures_total",
+    "OPC UA connection attempts or sessions that failed, by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)

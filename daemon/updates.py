@@ -286,7 +286,6 @@ class UpdateService:
         except (BundleError, OSError) as exc:
             log.exception("update_failed", job_id=job.job_id, step=step)
             return JobRecord(job.job_id, version, "FAILED", f"{step}: {exc}")
-        await self._report(job.job_id, version, "IN_PROGRESS", step="probation")
         try:
             await self._probation(job, Bundle(staged, job.manifest))
         except _ProbationError as exc:
@@ -313,6 +312,8 @@ class UpdateService:
         previous = journal.previous if journal is not None else None
         self.store.begin(job.job_id, bundle.version, "probation")
         self.store.swap(bundle.path, bundle.version)
+        # Reported once `current` is swapped: from here a restart means a failed probation.
+        await self._report(job.job_id, bundle.version, "IN_PROGRESS", step="probation")
         errors_before = _scoring_errors()
         try:
             await asyncio.to_thread(self.check, bundle)

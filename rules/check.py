@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from edge_agent.daemon.readings import SignalStats
 from edge_agent.rules import conditions
 from edge_agent.rules.conditions import Condition
-from edge_agent.rules.pack import Problem, RulePack, Where
+from edge_agent.rules.pack import Problem, Rule, RulePack, Where
 from edge_agent.rules.templates import Template
 
 # Values a template may name beyond the condition variables (see rules/engine.py).
@@ -28,26 +28,26 @@ _LEAD = frozenset({"signal", "direction", "change_pct"})
 
 def check_pack(pack: RulePack, signals: Sequence[str], classes: Sequence[str]) -> list[Problem]:
     """Check a loaded pack against a model: every signal, class, constant and placeholder."""
-    known = _Known(frozenset(signals), frozenset(classes), frozenset(pack.constants))
+    bands = frozenset(b.name for b in pack.bands)
+    flags = frozenset(f.name for f in pack.flags)
+    known = _Known(frozenset(signals), frozenset(classes), frozenset(pack.constants), bands, flags)
     problems: list[Problem] = []
 
     def add(where: Where, name: str, prefix: str, messages: Sequence[str]) -> None:
         problems.extend(Problem(where.file, where.at(name), f"{prefix}{m}") for m in messages)
 
+    for band in pack.bands:
+        if band.of[0] == "band" or not known.path(band.of, frozenset()):
+            why = known.why(band.of)
+            add(band.where, "of", f"bands.{band.name}: ", [f"of: {'.'.join(band.of)}: {why}"])
+    for flag in pack.flags:
+        messages = known.condition(flag.when)
+        if any(ref[0] == "flag" for ref in flag.when.references()):
+            messages.append("a flag cannot read other flags")
+        add(flag.where, "", f"flags.{flag.name}: ", messages)
+    ids = {r.id for r in pack.rules}
     for rule in pack.rules:
-        w, pre = rule.where, f"rule {rule.id}: "
-        if rule.fault not in known.classes:
-            listed = ", ".join(classes)
-            add(w, "fault", pre, [f"fault {rule.fault!r} is not a class of the model ({listed})"])
-        conds = [("raise", rule.raise_when), ("clear", rule.clear_when)]
-        conds += [("escalate", e.when) for e in rule.escalate]
-        for name, cond in conds:
-            add(w, name, f"{pre}{name}: ", known.condition(cond))
-        for name, tmpl in (("title", rule.title), ("explanation", rule.explanation)):
-            add(w, name, f"{pre}{name}: ", known.template(tmpl, _RULE_TEXT))
-        add(w, "advice", f"{pre}advice: ", known.template(rule.advice, _RULE_TEXT))
-        bad = [e for e in rule.evidence if not known.path(tuple(e.split(".")), frozenset())]
-        add(w, "evidence", pre, [f"evidence {e!r} names no value" for e in bad])
+        _check_rule(rule, ids, known, add)
     r = pack.review
     add(r.where, "when", "needs_review: when: ", known.condition(r.when))
     for name, tmpl in (("title", r.title), ("explanation", r.explanation), ("advice", r.advice)):
@@ -55,11 +55,36 @@ def check_pack(pack: RulePack, signals: Sequence[str], classes: Sequence[str]) -
     return problems
 
 
+def _check_rule(
+    rule: Rule,
+    ids: set[str],
+    known: _Known,
+    add: Callable[[Where, str, str, Sequence[str]], None],
+) -> None:
+    w, pre = rule.where, f"rule {rule.id}: "
+    unknown = [i for i in rule.inhibited_by if i not in ids or i == rule.id]
+    add(w, "inhibited_by", pre, [f"inhibited_by: no other rule {i!r}" for i in unknown])
+    if rule.fault not in known.classes:
+        listed = ", ".join(sorted(known.classes))
+        add(w, "fault", pre, [f"fault {rule.fault!r} is not a class of the model ({listed})"])
+    conds = [("raise", rule.raise_when), ("clear", rule.clear_when)]
+    conds += [("escalate", e.when) for e in rule.escalate]
+    for name, cond in conds:
+        add(w, name, f"{pre}{name}: ", known.condition(cond))
+    for name, tmpl in (("title", rule.title), ("explanation", rule.explanation)):
+        add(w, name, f"{pre}{name}: ", known.template(tmpl, _RULE_TEXT))
+    add(w, "advice", f"{pre}advice: ", known.template(rule.advice, _RULE_TEXT))
+    bad = [e for e in rule.evidence if not known.path(tuple(e.split(".")), frozenset())]
+    add(w, "evidence", pre, [f"evidence {e!r} names no value" for e in bad])
+
+
 @dataclass(frozen=True, slots=True)
 class _Known:
     signals: frozenset[str]
     classes: frozenset[str]
     constants: frozenset[str]
+    bands: frozenset[str]
+    flags: frozenset[str]
 
     def path(self, path: tuple[str, ...], extra: frozenset[str]) -> bool:
         head, rest = path[0], path[1:]
@@ -71,6 +96,8 @@ class _Known:
             "stats": lambda r: len(r) == 2 and r[0] in self.signals and r[1] in _STAT_FIELDS,
             "meta": lambda r: len(r) == 1 and r[0] in _META,
             "k": lambda r: len(r) == 1 and r[0] in self.constants,
+            "band": lambda r: len(r) == 1 and r[0] in self.bands,
+            "flag": lambda r: len(r) == 1 and r[0] in self.flags,
             "lead": lambda r: "lead" in extra and len(r) == 1 and r[0] in _LEAD,
         }
         check = table.get(head)
@@ -79,25 +106,30 @@ class _Known:
     def condition(self, cond: Condition) -> list[str]:
         out = [f"unknown variable {v!r}" for v in cond.unknown_variables()]
         bad = [ref for ref in cond.references() if not self.path(ref, frozenset())]
-        return out + [f"{'.'.join(ref)}: {self._why(ref)}" for ref in bad]
+        return out + [f"{'.'.join(ref)}: {self.why(ref)}" for ref in bad]
 
     def template(self, tmpl: Template, extra: frozenset[str]) -> list[str]:
         return [
-            f"unknown placeholder {{{p.name}}}: {self._why(p.path)}"
+            f"unknown placeholder {{{p.name}}}: {self.why(p.path)}"
             for p in tmpl.placeholders
             if not self.path(p.path, extra)
         ]
 
-    def _why(self, ref: tuple[str, ...]) -> str:
-        head = ref[0]
-        if head in ("stats", "contrib") and len(ref) > 1 and ref[1] not in self.signals:
-            return f"the model has no signal {ref[1]!r} ({', '.join(sorted(self.signals))})"
-        if head == "stats" and len(ref) > 2 and ref[2] not in _STAT_FIELDS:
+    def why(self, ref: tuple[str, ...]) -> str:
+        head, key = ref[0], ref[1] if len(ref) > 1 else ""
+        if head == "stats" and len(ref) > 2 and key in self.signals:
             return f"no statistic {ref[2]!r} ({', '.join(_STAT_FIELDS)})"
-        if head == "probs" and len(ref) > 1:
-            return f"the model has no class {ref[1]!r} ({', '.join(sorted(self.classes))})"
-        if head == "k" and len(ref) > 1:
-            return f"no constant {ref[1]!r} in the pack's constants"
+        known = {
+            "stats": ("the model has no signal", self.signals),
+            "contrib": ("the model has no signal", self.signals),
+            "probs": ("the model has no class", self.classes),
+            "k": ("the pack has no constant", self.constants),
+            "band": ("the pack has no band", self.bands),
+            "flag": ("the pack has no flag", self.flags),
+        }
+        if head in known and key:
+            what, names = known[head]
+            return f"{what} {key!r} ({', '.join(sorted(names))})"
         return "names no value"
 
 

@@ -15,6 +15,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import cel
 import structlog
 
 from edge_agent.daemon import metrics
@@ -95,6 +96,7 @@ class Advisor:
         self._pending: list[Recommendation] = []
         self._errors = RateLimited(60.0)
         self._pack = self._checked(pack)
+        self._projection = conditions.Projection(pack_conditions(pack))
 
     @property
     def pack(self) -> RulePack:
@@ -136,6 +138,7 @@ class Advisor:
             if state.review.hits.maxlen != pack.review.debounce.m:
                 state.review.hits = deque(maxlen=pack.review.debounce.m)
         self._pack = pack
+        self._projection = conditions.Projection(pack_conditions(pack))
         log.info("rule pack replaced", pack=pack.name, version=pack.version, rules=len(pack.rules))
 
     def evaluate(self, results: Sequence[WindowResult]) -> list[Recommendation]:
@@ -174,8 +177,14 @@ class Advisor:
 
     def _evaluate_one(self, result: WindowResult, out: list[Recommendation]) -> None:
         state = self._state(result.asset)
-        values = activation(result, self._classes, state.meta, self._pack.constants)
-        ctx = conditions.context(values)
+        values = activation(result, self._classes, state.meta, self._pack)
+        ctx = self._projection.context(values)
+        flags = {
+            f.name: self._check(f"flag:{f.name}", "when", f.when, ctx, result.asset)
+            for f in self._pack.flags
+        }
+        values["flag"] = flags
+        ctx.add_variable("flag", flags)
         any_active = False
         for rule in self._pack.rules:
             rs = state.rules.get(rule.id)
@@ -183,7 +192,7 @@ class Advisor:
                 rs = state.rules[rule.id] = _RuleState(
                     deque(maxlen=rule.debounce.m), deque(maxlen=rule.clear_debounce.m)
                 )
-            rec = self._step(rule, rs, result, values, ctx)
+            rec = self._step(rule, rs, result, values, ctx, state.rules)
             if rec is not None:
                 out.append(rec)
             any_active = any_active or rs.active is not None
@@ -192,10 +201,10 @@ class Advisor:
             out.append(rec)
 
     def _check(
-        self, rule_id: str, name: str, cond: conditions.Condition, ctx: object, asset: str
+        self, rule_id: str, name: str, cond: conditions.Condition, ctx: cel.Context, asset: str
     ) -> bool:
         try:
-            return cond(ctx)  # type: ignore[arg-type]
+            return cond(ctx)
         except RuleError as exc:
             metrics.RULE_ERRORS.labels(rule_id).inc()
             if (held := self._errors.allow(f"{rule_id}:{name}")) is not None:
@@ -215,49 +224,71 @@ class Advisor:
         rs: _RuleState,
         result: WindowResult,
         values: dict[str, object],
-        ctx: object,
+        ctx: cel.Context,
+        others: Mapping[str, _RuleState],
+    ) -> Recommendation | None:
+        if rs.active is None:
+            if any((o := others.get(i)) is not None and o.active for i in rule.inhibited_by):
+                rs.raised.clear()  # a related rule already speaks for this fault
+                return None
+            return self._idle(rule, rs, result, values, ctx)
+        return self._active(rule, rs, result, values, ctx)
+
+    def _idle(
+        self,
+        rule: Rule,
+        rs: _RuleState,
+        result: WindowResult,
+        values: dict[str, object],
+        ctx: cel.Context,
     ) -> Recommendation | None:
         asset, ts = result.asset, result.ts
-        if rs.active is None:
-            rs.raised.append(self._check(rule.id, "raise", rule.raise_when, ctx, asset))
-            if sum(rs.raised) < rule.debounce.n:
-                return None
-            rs.raised.clear()
-            if ts < rs.cooldown_until:
-                metrics.RECOMMENDATIONS_SUPPRESSED.labels("cooldown").inc()
-                if (held := self._errors.allow(f"cooldown:{asset}:{rule.id}")) is not None:
-                    log.info(
-                        "raise suppressed by cooldown",
-                        asset=asset,
-                        rule=rule.id,
-                        until=rs.cooldown_until,
-                        suppressed=held,
-                    )
-                return None
-            severity, due = self._severity(rule, ctx, asset)
-            rec = self._report.raised(rule, result, values, severity, due, escalated_from=None)
-            rs.active = _Active(rec.id, ts, severity, due)
-            rs.cleared.clear()
-            log.info(
-                "recommendation raised",
-                asset=asset,
-                rule=rule.id,
-                severity=severity.label,
-                id=rec.id,
-            )
-            return rec
+        rs.raised.append(self._check(rule.id, "raise", rule.raise_when, ctx, asset))
+        if sum(rs.raised) < rule.debounce.n:
+            return None
+        rs.raised.clear()
+        if ts < rs.cooldown_until:
+            metrics.RECOMMENDATIONS_SUPPRESSED.labels("cooldown").inc()
+            if (held := self._errors.allow(f"cooldown:{asset}:{rule.id}")) is not None:
+                log.info(
+                    "raise suppressed by cooldown",
+                    asset=asset,
+                    rule=rule.id,
+                    until=rs.cooldown_until,
+                    suppressed=held,
+                )
+            return None
+        severity, due = self._severity(rule, ctx, asset)
+        rec = self._report.raised(rule, result, values, severity, due, escalated_from=None)
+        rs.active = _Active(rec.id, ts, severity, due)
+        rs.cleared.clear()
+        log.info(
+            "recommendation raised", asset=asset, rule=rule.id, severity=severity.label, id=rec.id
+        )
+        return rec
+
+    def _active(
+        self,
+        rule: Rule,
+        rs: _RuleState,
+        result: WindowResult,
+        values: dict[str, object],
+        ctx: cel.Context,
+    ) -> Recommendation | None:
+        asset, ts, active = result.asset, result.ts, rs.active
+        assert active is not None
         rs.cleared.append(self._check(rule.id, "clear", rule.clear_when, ctx, asset))
         if sum(rs.cleared) >= rule.clear_debounce.n:
-            active, rs.active = rs.active, None
+            rs.active = None
             rs.cleared.clear()
             rs.cooldown_until = ts + rule.cooldown_s
             log.info("recommendation resolved", asset=asset, rule=rule.id, id=active.id)
             return self._report.resolved(rule, result, values, active.id, active.since)
         severity, due = self._severity(rule, ctx, asset)
-        if severity <= rs.active.severity:
+        if severity <= active.severity:
             return None
         rec = self._report.raised(
-            rule, result, values, severity, due, escalated_from=rs.active.severity
+            rule, result, values, severity, due, escalated_from=active.severity
         )
         log.info(
             "recommendation escalated",
@@ -266,10 +297,10 @@ class Advisor:
             severity=severity.label,
             id=rec.id,
         )
-        rs.active = _Active(rec.id, rs.active.since, severity, due)
+        rs.active = _Active(rec.id, active.since, severity, due)
         return rec
 
-    def _severity(self, rule: Rule, ctx: object, asset: str) -> tuple[Severity, float]:
+    def _severity(self, rule: Rule, ctx: cel.Context, asset: str) -> tuple[Severity, float]:
         severity, due = rule.severity, rule.due_within_h
         for esc in rule.escalate:
             if esc.severity > severity and self._check(rule.id, "escalate", esc.when, ctx, asset):
@@ -282,7 +313,7 @@ class Advisor:
         rv: _ReviewState,
         result: WindowResult,
         values: dict[str, object],
-        ctx: object,
+        ctx: cel.Context,
         any_active: bool,
     ) -> Recommendation | None:
         policy = self._pack.review
@@ -304,6 +335,14 @@ class Advisor:
         return rec
 
 
+def pack_conditions(pack: RulePack) -> list[conditions.Condition]:
+    """Every condition of a pack: flags, rules (raise, clear, escalations), needs_review."""
+    out = [f.when for f in pack.flags]
+    for rule in pack.rules:
+        out += [rule.raise_when, rule.clear_when, *(e.when for e in rule.escalate)]
+    return [*out, pack.review.when]
+
+
 def _meta_lookup(
     assets: Mapping[str, AssetMeta] | AssetSettings | None,
 ) -> Callable[[str], AssetMeta]:
@@ -318,13 +357,13 @@ def activation(
     result: WindowResult,
     classes: Sequence[str],
     meta: Mapping[str, object],
-    constants: Mapping[str, float],
+    pack: RulePack,
 ) -> dict[str, object]:
     """The values conditions and templates see for one window."""
     probs = {c: float(result.probs.get(c, 0.0)) for c in classes}
     top_class, top_prob = max(probs.items(), key=lambda kv: kv[1]) if probs else ("unknown", 0.0)
     threshold = float(result.threshold)
-    return {
+    values: dict[str, object] = {
         "asset": result.asset,
         "score": float(result.score),
         "threshold": threshold,
@@ -336,5 +375,7 @@ def activation(
         "top_class": top_class,
         "top_prob": top_prob,
         "meta": dict(meta),
-        "k": dict(constants),
+        "k": pack.constants,
     }
+    values["band"] = {b.name: b.label(values) for b in pack.bands}
+    return values

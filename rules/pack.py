@@ -7,6 +7,7 @@ classify. Several files may be loaded together; rule ids must be unique across t
 
 from __future__ import annotations
 
+import bisect
 import enum
 import json
 from collections.abc import Iterator, Mapping, Sequence
@@ -109,6 +110,7 @@ class Rule:
     advice: Template
     due_within_h: float
     evidence: tuple[str, ...]
+    inhibited_by: tuple[str, ...]
     pack_name: str
     pack_version: str
     where: Where
@@ -133,6 +135,37 @@ class ReviewPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class Band:
+    """A value sorted into labelled bands, e.g. vibration into ISO 10816 zones A-D."""
+
+    name: str
+    of: tuple[str, ...]  # path of the value, as in conditions: ("stats", "vibration", "mean")
+    edges: tuple[float, ...]  # ascending; a value equal to an edge falls in the upper band
+    labels: tuple[str, ...]  # one more than edges
+    where: Where
+
+    def label(self, values: Mapping[str, object]) -> str:
+        """The band `values` falls in; "unknown" when the value is missing or not a number."""
+        node: object = values
+        for key in self.of:
+            if not isinstance(node, Mapping) or key not in node:
+                return "unknown"
+            node = node[key]
+        if not isinstance(node, int | float) or node != node:  # noqa: PLR0124 - NaN test
+            return "unknown"
+        return self.labels[bisect.bisect_right(self.edges, node)]
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """A named condition evaluated once per window before the rules (e.g. `running`)."""
+
+    name: str
+    when: Condition
+    where: Where
+
+
+@dataclass(frozen=True, slots=True)
 class RulePack:
     """Every rule of the loaded files, the review policy and the constants they share."""
 
@@ -141,6 +174,8 @@ class RulePack:
     rules: tuple[Rule, ...]
     review: ReviewPolicy
     constants: Mapping[str, float]
+    bands: tuple[Band, ...]
+    flags: tuple[Flag, ...]
     files: tuple[Path, ...]
 
 
@@ -250,35 +285,27 @@ def _describe(
 
 def _combine(loaded: Sequence[_Loaded]) -> RulePack:
     problems: list[Problem] = []
-    rules: list[Rule] = []
+    rules: dict[str, Rule] = {}
     constants: dict[str, float] = {}
+    bands: dict[str, Band] = {}
+    flags: dict[str, Flag] = {}
     review: ReviewPolicy | None = None
-    seen: dict[str, Problem] = {}
     for item in loaded:
         build = _Builder(item, problems)
         constants.update(item.data.get("constants", {}))
-        for i, raw in enumerate(item.data["rules"]):
-            rule = build.rule(i, raw)
-            if rule is None:
-                continue
-            if rule.id in seen:
-                first = seen[rule.id]
-                problems.append(
-                    Problem(
-                        item.file,
-                        rule.where.line,
-                        f"rule id {rule.id!r} already used at {first.file}:{first.line}",
-                    )
-                )
-                continue
-            seen[rule.id] = Problem(item.file, rule.where.line, "")
-            rules.append(rule)
+        # A later file may redefine a band or a flag (a site pack with other zone limits).
+        for name, raw in item.data.get("bands", {}).items():
+            if (band := build.band(name, raw, constants)) is not None:
+                bands[name] = band
+        for name, raw in item.data.get("flags", {}).items():
+            if (cond := build.compile(raw, "flags", name)) is not None:
+                flags[name] = Flag(name, cond, build.where("flags", name))
+        _add_rules(build, rules, problems)
         if "needs_review" in item.data:
             if review is not None:
                 line = item.lines.get(("needs_review",), 0)
-                problems.append(
-                    Problem(item.file, line, f"needs_review already set in {review.where.file}")
-                )
+                message = f"needs_review already set in {review.where.file}"
+                problems.append(Problem(item.file, line, message))
             else:
                 review = build.review(item.data["needs_review"])
     if review is None and not problems:
@@ -289,11 +316,27 @@ def _combine(loaded: Sequence[_Loaded]) -> RulePack:
     return RulePack(
         name="+".join(str(i.data["pack"]) for i in loaded),
         version="+".join(str(i.data["version"]) for i in loaded),
-        rules=tuple(rules),
+        rules=tuple(rules.values()),
         review=review,
         constants=constants,
+        bands=tuple(bands.values()),
+        flags=tuple(flags.values()),
         files=tuple(i.file for i in loaded),
     )
+
+
+def _add_rules(build: _Builder, rules: dict[str, Rule], problems: list[Problem]) -> None:
+    for i, raw in enumerate(build.item.data["rules"]):
+        rule = build.rule(i, raw)
+        if rule is None:
+            continue
+        first = rules.get(rule.id)
+        if first is not None:
+            where = f"{first.where.file}:{first.where.line}"
+            message = f"rule id {rule.id!r} already used at {where}"
+            problems.append(Problem(build.item.file, rule.where.line, message))
+            continue
+        rules[rule.id] = rule
 
 
 class _Builder:
@@ -307,7 +350,7 @@ class _Builder:
     def _line(self, *path: str | int) -> int:
         return self.item.lines.get(tuple(path), 0)
 
-    def _where(self, *path: str | int) -> Where:
+    def where(self, *path: str | int) -> Where:
         raw = self._get(path)
         names = raw.keys() if isinstance(raw, dict) else ()
         return Where(self.item.file, self._line(*path), {n: self._line(*path, n) for n in names})
@@ -318,7 +361,7 @@ class _Builder:
             node = node[key]  # type: ignore[index]
         return node
 
-    def _compile(self, source: str, *path: str | int) -> Condition | None:
+    def compile(self, source: str, *path: str | int) -> Condition | None:
         try:
             return compile_condition(source)
         except RuleError as exc:
@@ -345,15 +388,46 @@ class _Builder:
             )
         return Debounce(n, m)
 
+    def band(
+        self, name: str, raw: Mapping[str, Any], constants: Mapping[str, float]
+    ) -> Band | None:
+        """Build one band; edges may name constants. None (with problems noted) if invalid."""
+        p = ("bands", name)
+        edges: list[float] = []
+        for j, edge in enumerate(raw["edges"]):
+            if isinstance(edge, str):
+                if edge not in constants:
+                    self.problems.append(
+                        Problem(
+                            self.item.file,
+                            self._line(*p, "edges", j),
+                            f"bands.{name}.edges: no constant {edge!r}",
+                        )
+                    )
+                    return None
+                edges.append(float(constants[edge]))
+            else:
+                edges.append(float(edge))
+        labels = tuple(str(x) for x in raw["labels"])
+        if edges != sorted(edges):
+            message = f"bands.{name}.edges: must ascend, got {edges}"
+            self.problems.append(Problem(self.item.file, self._line(*p, "edges"), message))
+            return None
+        if len(labels) != len(edges) + 1:
+            message = f"bands.{name}.labels: {len(edges)} edges need {len(edges) + 1} labels"
+            self.problems.append(Problem(self.item.file, self._line(*p, "labels"), message))
+            return None
+        return Band(name, tuple(raw["of"].split(".")), tuple(edges), labels, self.where(*p))
+
     def rule(self, i: int, raw: Mapping[str, Any]) -> Rule | None:
         """Build rule number `i`, or None (with problems noted) when a part does not compile."""
         p = ("rules", i)
-        raise_when = self._compile(raw["raise"], *p, "raise")
-        clear_when = self._compile(raw["clear"], *p, "clear")
+        raise_when = self.compile(raw["raise"], *p, "raise")
+        clear_when = self.compile(raw["clear"], *p, "clear")
         texts = {k: self._template(raw[k], *p, k) for k in ("title", "explanation", "advice")}
         escalate: list[Escalation] = []
         for j, esc in enumerate(raw.get("escalate", [])):
-            cond = self._compile(esc["when"], *p, "escalate", j, "when")
+            cond = self.compile(esc["when"], *p, "escalate", j, "when")
             if cond is not None:
                 due = esc.get("due_within_h")
                 escalate.append(Escalation(cond, Severity[esc["severity"].upper()], due))
@@ -384,15 +458,16 @@ class _Builder:
             advice=advice,
             due_within_h=float(raw["due_within_h"]),
             evidence=tuple(raw.get("evidence", ())),
+            inhibited_by=tuple(raw.get("inhibited_by", ())),
             pack_name=str(data["pack"]),
             pack_version=str(data["version"]),
-            where=self._where(*p),
+            where=self.where(*p),
         )
 
     def review(self, raw: Mapping[str, Any]) -> ReviewPolicy | None:
         """Build the needs_review policy, or None (with problems noted)."""
         p = ("needs_review",)
-        when = self._compile(raw["when"], *p, "when")
+        when = self.compile(raw["when"], *p, "when")
         texts = {k: self._template(raw[k], *p, k) for k in ("title", "explanation", "advice")}
         debounce = self._debounce(raw, "debounce", *p)
         title, explanation, advice = texts["title"], texts["explanation"], texts["advice"]
@@ -410,5 +485,5 @@ class _Builder:
             due_within_h=float(raw["due_within_h"]),
             pack_name=str(self.item.data["pack"]),
             pack_version=str(self.item.data["version"]),
-            where=self._where(*p),
+            where=self.where(*p),
         )

@@ -1,11 +1,15 @@
 """The advisor on hand-built windows: debounce, one message per fault, resolve, cooldown,
-escalation, needs_review and the recommendation schema. The engine is pure, so numbers
-made up here are enough; the default pack on real simulator traces is test_rules_scenarios.
+escalation, inhibition, needs_review and the recommendation schema. The engine is pure, so
+numbers made up here are enough. The mechanics run on a small pack written here (UNIT) so
+that tuning the default pack does not move them; the default pack on real simulator traces
+is test_rules_scenarios.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterable
+from functools import cache
 from pathlib import Path
 
 import jsonschema
@@ -15,7 +19,7 @@ from edge_agent.daemon import metrics
 from edge_agent.daemon.readings import SignalStats, WindowResult
 from edge_agent.daemon.settings import AssetMeta
 from edge_agent.rules.engine import Advisor, Recommendation, load_pack
-from edge_agent.rules.pack import PackError
+from edge_agent.rules.pack import PackError, default_pack_path
 from edge_agent.rules.recommendation import recommendation_schema
 
 SIGNALS = ["temperature", "vibration", "current", "pressure", "flow"]
@@ -65,9 +69,61 @@ def bearing(ts: float, vib: float = 4.2, p: float = 0.9, **kw: object) -> Window
     )
 
 
+UNIT = """\
+pack: unit
+version: 0.1.0
+bands:
+  vib_zone: {of: stats.vibration.mean, edges: [1.4, 2.8, 4.5], labels: [A, B, C, D]}
+flags:
+  running: stats.current.mean >= 3.0
+defaults: {debounce: {n: 3, m: 4}, clear_debounce: {n: 12, m: 12}, cooldown_h: 4}
+needs_review:
+  when: anomalous && top_prob < 0.5
+  debounce: {n: 4, m: 6}
+  clear_windows: 12
+  cooldown_h: 2
+  title: "unexplained anomaly on {asset}"
+  explanation: "led by {lead.signal} ({lead.direction}, {lead.change_pct:+.0f}% against baseline)"
+  advice: "review within {due}"
+  due_within_h: 24
+rules:
+  - id: bearing-wear
+    fault: bearing_wear
+    severity: warning
+    raise: flag.running && probs.bearing_wear >= 0.5 && stats.vibration.change_pct >= 25.0
+    clear: probs.bearing_wear < 0.2 && stats.vibration.change_pct < 10.0
+    escalate: [{when: band.vib_zone == "D", severity: critical, due_within_h: 24}]
+    title: "bearing wear likely on {asset}"
+    explanation: >-
+      vibration RMS {stats.vibration.change_pct:+.0f}% against baseline at
+      {stats.vibration.mean:.1f} mm/s (zone {band.vib_zone})
+    advice: "schedule lubrication and a bearing inspection within {due}"
+    due_within_h: 168
+    evidence: [stats.vibration.mean, band.vib_zone, flag.running]
+  - id: misalignment
+    fault: misalignment
+    severity: warning
+    raise: probs.misalignment >= 0.5
+    clear: probs.misalignment < 0.2
+    inhibited_by: [bearing-wear]
+    title: "misalignment on {asset}"
+    explanation: "{fault} at {prob:.0%}"
+    advice: "align within {due}"
+    due_within_h: 336
+"""
+_DIR = tempfile.TemporaryDirectory(prefix="edge-rules-test-")
+
+
+@cache
+def unit_pack() -> Path:
+    path = Path(_DIR.name) / "unit.yaml"
+    path.write_text(UNIT)
+    return path
+
+
 def advisor(paths: Iterable[Path] = (), **kw: object) -> Advisor:
     return Advisor(
-        load_pack(list(paths)),
+        load_pack(list(paths) or [unit_pack()]),
         model_name="pump-ae",
         model_version="1.0.0",
         signals=SIGNALS,
@@ -103,7 +159,7 @@ def test_raise_payload_reads_like_advice() -> None:
     assert rec.severity == "warning"
     assert p["cause"] == {"class": "bearing_wear", "probability": 0.9}
     assert p["title"] == "bearing wear likely on pump-3"
-    assert "vibration RMS +180% against baseline at 4.2 mm/s" in str(p["explanation"])
+    assert p["explanation"] == "vibration RMS +180% against baseline at 4.2 mm/s (zone C)"
     action = p["action"]
     assert isinstance(action, dict)
     assert action["due_within_h"] == 168
@@ -113,7 +169,12 @@ def test_raise_payload_reads_like_advice() -> None:
     assert signals[0]["signal"] == "vibration"
     assert signals[0]["direction"] == "up"
     assert signals[0]["change_pct"] == pytest.approx(180.0)
-    assert p["rule_pack"] == {"name": "default", "version": "1.0.0"}
+    assert p["rule_pack"] == {"name": "unit", "version": "0.1.0"}
+    assert p["evidence"] == {
+        "stats.vibration.mean": 4.2,
+        "band.vib_zone": "C",
+        "flag.running": True,
+    }
     assert p["model"] == {"name": "pump-ae", "version": "1.0.0"}
     assert p["gateway"] == "gw-1"
     assert p["id"] == rec.id
@@ -273,3 +334,74 @@ def test_rules_removed_by_a_reload_close_their_open_recommendation(tmp_path: Pat
     (withdrawn,) = run(adv, [window(T0 + 100)])
     assert withdrawn.kind == "resolved"
     assert withdrawn.payload["resolves"] == raised.id
+
+
+def misaligned(ts: float) -> WindowResult:
+    probs = {"misalignment": 0.8, "normal": 0.2}
+    return window(ts, score=2.0, probs=probs, means={"vibration": 4.2})
+
+
+def test_inhibited_rule_stays_quiet_while_the_related_rule_is_open() -> None:
+    adv = advisor()
+    recs = run(adv, (bearing(T0 + 5 * i) for i in range(4)))
+    # The model now calls the same vibration misalignment: bearing-wear already speaks.
+    recs += run(adv, (misaligned(T0 + 100 + 5 * i) for i in range(20)))
+    assert [(r.kind, r.payload["rule_id"]) for r in recs] == [("raise", "bearing-wear")]
+    # On a pump without an open bearing-wear recommendation it raises as usual.
+    alone = run(adv, (misaligned(T0 + 5 * i)._replace(asset="pump-9") for i in range(4)))
+    assert [(r.kind, r.payload["rule_id"]) for r in alone] == [("raise", "misalignment")]
+
+
+def test_flags_gate_rules_and_bands_label_values() -> None:
+    stopped = [bearing(T0 + 5 * i) for i in range(10)]
+    stopped = [
+        w._replace(stats={**w.stats, "current": w.stats["current"]._replace(mean=0.2)})
+        for w in stopped
+    ]
+    assert run(advisor(), stopped) == []
+    nan = bearing(T0)
+    nan = nan._replace(
+        stats={**nan.stats, "vibration": nan.stats["vibration"]._replace(mean=float("nan"))}
+    )
+    pack = load_pack([unit_pack()])
+    (band,) = pack.bands
+    assert band.label({"stats": {"vibration": {"mean": 2.8}}}) == "C"  # an edge belongs above
+    assert band.label({"stats": {"vibration": {"mean": 1.0}}}) == "A"
+    assert band.label({"stats": {"vibration": {"mean": float("nan")}}}) == "unknown"
+    assert band.label({}) == "unknown"
+
+
+def test_default_pack_advice_reads_like_a_reliability_engineer() -> None:
+    adv = advisor([default_pack_path()])
+    windows = [bearing(T0 + 5 * i, vib=4.8, p=0.97) for i in range(40)]
+    recs = run(adv, windows)
+    assert [(r.kind, r.severity) for r in recs] == [("raise", "critical")]
+    p = recs[0].payload
+    assert p["title"] == "bearing wear likely on pump-3"
+    explanation = str(p["explanation"])
+    assert explanation.startswith(
+        "bearing wear likely on pump-3 (97%): vibration 4.8 mm/s RMS, ISO 10816-3 zone D"
+    )
+    assert "+220% against the learned baseline" in explanation
+    action = p["action"]
+    assert isinstance(action, dict)
+    assert action["due_within_h"] == 24
+    assert action["text"].startswith("Schedule lubrication and a bearing inspection within 24 h")
+    assert p["rule_pack"] == {"name": "default", "version": load_pack([]).version}
+
+
+def test_macros_check_clean_and_see_the_whole_value(tmp_path: Path) -> None:
+    text = UNIT.replace(
+        "raise: probs.misalignment >= 0.5",
+        "raise: contrib.exists(s, contrib[s] > 1.5) && probs.misalignment >= 0.5",
+    )
+    path = tmp_path / "macro.yaml"
+    path.write_text(text)
+    adv = advisor([path])
+    quiet = [window(T0 + 5 * i, probs={"misalignment": 0.9}) for i in range(4)]
+    assert run(adv, quiet) == []  # no signal contributes more than 1.5
+    loud = [
+        window(T0 + 100 + 5 * i, probs={"misalignment": 0.9}, means={"flow": 150.0})
+        for i in range(4)
+    ]
+    assert [r.payload["rule_id"] for r in run(adv, loud)] == ["misalignment"]

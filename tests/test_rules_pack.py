@@ -20,7 +20,14 @@ CLASSES += ["stuck_sensor", "drifting_sensor", "unknown"]
 GOOD = """\
 pack: site
 version: 1.2.0
-constants: {limit: 4.5}
+constants: {limit: 4.5, zone_c: 2.8}
+bands:
+  zone:
+    of: stats.vibration.mean
+    edges: [zone_c, limit]
+    labels: [ok, C, D]
+flags:
+  running: stats.current.mean > 3.0
 needs_review:
   when: anomalous && top_prob < 0.5
   title: "review {asset}"
@@ -31,10 +38,10 @@ rules:
   - id: bearing
     fault: bearing_wear
     severity: warning
-    raise: probs.bearing_wear > 0.5 && stats.vibration.mean > k.limit
+    raise: flag.running && probs.bearing_wear > 0.5 && stats.vibration.mean > k.limit
     clear: probs.bearing_wear < 0.2
     title: "bearing wear on {asset}"
-    explanation: "vibration {stats.vibration.change_pct:+.0f}%"
+    explanation: "vibration {stats.vibration.change_pct:+.0f}%, zone {band.zone}"
     advice: "inspect within {due}"
     due_within_h: 168
     evidence: [stats.vibration.mean]
@@ -121,6 +128,19 @@ def test_good_pack_loads(tmp_path: Path) -> None:
         ),
         ("    severity: warning", "    severity: dire", "severity: dire", "'dire' is not one of"),
         ("when: anomalous", "when: anomalus", "when:", "unknown variable 'anomalus'"),
+        ("edges: [zone_c,", "edges: [zone_x,", "edges:", "no constant 'zone_x'"),
+        ("[ok, C, D]", "[ok, C]", "labels:", "2 edges need 3 labels"),
+        ("[zone_c, limit]", "[limit, zone_c]", "edges:", "edges: must ascend"),
+        ("of: stats.vibration.mean", "of: stats.speed.mean", "of:", "no signal 'speed'"),
+        ("running: stats.current", "running: stats.curent", "running:", "no signal 'curent'"),
+        ("flag.running &&", "flag.runing &&", "raise:", "no flag 'runing'"),
+        ("{band.zone}", "{band.zones}", 'explanation: "vib', "no band 'zones'"),
+        (
+            "    evidence:",
+            "    inhibited_by: [nosuch]\n    evidence:",
+            "inhibited_by",
+            "no other rule 'nosuch'",
+        ),
     ],
 )
 def test_each_error_names_file_line_and_cause(
@@ -155,7 +175,7 @@ def test_all_errors_of_a_stage_are_reported_not_just_the_first(tmp_path: Path) -
 
 
 def test_yaml_errors_debounce_and_duplicates(tmp_path: Path) -> None:
-    bad_yaml = GOOD.replace("constants: {limit: 4.5}", "constants: {limit: 4.5")
+    bad_yaml = GOOD.replace("constants: {limit: 4.5,", "constants: {limit: 4.5")
     assert problems_of(tmp_path, bad_yaml)[0].line > 0
     debounce = GOOD.replace(
         "    severity: warning", "    severity: warning\n    debounce: {n: 5, m: 3}"
@@ -174,16 +194,14 @@ def test_yaml_errors_debounce_and_duplicates(tmp_path: Path) -> None:
 
 def test_two_files_make_one_pack(tmp_path: Path) -> None:
     a = write(tmp_path, GOOD, "a.yaml")
-    rest = GOOD.split("rules:\n", maxsplit=1)[0].replace("pack: site", "pack: extra")
-    rest = "\n".join(
-        line for line in rest.splitlines() if not line.startswith(("needs_review", "  "))
-    )
-    extra = rest + "\nrules:\n" + GOOD.split("rules:\n")[1].replace("id: bearing", "id: bearing-2")
-    b = write(tmp_path, extra, "b.yaml")
+    rules = GOOD.split("rules:\n", maxsplit=1)[1].replace("id: bearing", "id: bearing-2")
+    # A site file: its own rule; it may use the first file's flags, bands and constants.
+    b = write(tmp_path, "pack: extra\nversion: 0.1.0\nrules:\n" + rules, "b.yaml")
     pack = load_pack([a, b])
     assert [r.id for r in pack.rules] == ["bearing", "bearing-2"]
     assert [r.pack_name for r in pack.rules] == ["site", "extra"]
     assert pack.name == "site+extra"
+    assert check_pack(pack, SIGNALS, CLASSES) == []
 
 
 def run_cli(argv: list[str]) -> int:

@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from dotenv import dotenv_values
 from pydantic import (
@@ -666,6 +666,36 @@ def _json_problems(seen: Mapping[str, str]) -> Iterator[str]:
                 yield f"{name}={value}: expected a JSON {kind} ({exc.msg} at column {exc.colno})"
 
 
+def _credentials(seen: Mapping[str, str]) -> dict[str, Any]:
+    """Secrets from systemd credentials: `$CREDENTIALS_DIRECTORY/EDGE_<SECTION>__<FIELD>`.
+
+    Only secret fields are read this way, and only when the variable is not set otherwise.
+    The unit's `LoadCredential=EDGE:/etc/edge-agent/credentials` names a file `MQTT__PASSWORD`
+    there `EDGE_MQTT__PASSWORD`.
+    """
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        return {}
+    upper = {k.upper() for k in seen}
+    found: dict[str, dict[str, str]] = {}
+    for name, (section, field) in env_names().items():
+        model = Settings.model_fields[section].annotation
+        assert isinstance(model, type)
+        assert issubclass(model, Section)
+        annotation = model.model_fields[field].annotation
+        if not (annotation is SecretStr or SecretStr in get_args(annotation)) or name in upper:
+            continue
+        path = Path(directory) / name
+        try:
+            value = path.read_text(encoding="utf-8").rstrip("\r\n")
+        except FileNotFoundError:
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{name}: credential {path} cannot be read ({exc})") from exc
+        found.setdefault(section, {})[field] = value
+    return found
+
+
 def load_settings(env_files: Sequence[Path] = ()) -> Settings:
     """Read and validate the settings, raising ConfigError that lists every problem."""
     from_files, problems = _read_env_files(env_files)
@@ -676,7 +706,7 @@ def load_settings(env_files: Sequence[Path] = ()) -> Settings:
         raise ConfigError("\n".join(problems))
     existing = tuple(p for p in env_files if p.is_file())
     try:
-        return Settings(_env_file=existing or None)
+        return Settings(_env_file=existing or None, **_credentials(seen))
     except ValidationError as exc:
         upper = {k.upper(): v for k, v in seen.items()}
         raise ConfigError("\n".join(_describe(e, upper) for e in exc.errors())) from exc

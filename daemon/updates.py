@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 import structlog
@@ -50,6 +50,19 @@ class JobClient(Protocol):
 
     async def publish(self, msg: Outgoing) -> None:
         """Publish and wait for the broker's acknowledgement."""
+
+
+class _JobHead(msgspec.Struct):
+    """Just enough of a job to report against when the rest does not decode."""
+
+    job_id: str
+    version: int = 0
+
+
+class _Malformed(NamedTuple):
+    job_id: str
+    version: int
+    reason: str
 
 
 class JobState(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -118,7 +131,7 @@ class UpdateService:
         self.check = check
         self.default_input = model_input
         self.state_topic = settings.state_topic.format(gateway=gateway_id)
-        self._queue: asyncio.Queue[Job] = asyncio.Queue(settings.max_pending_jobs)
+        self._queue: asyncio.Queue[Job | _Malformed] = asyncio.Queue(settings.max_pending_jobs)
         self._limited = RateLimited(10.0)
         self._seq = 0
 
@@ -133,15 +146,24 @@ class UpdateService:
         if len(payload) > self.settings.max_job_bytes:
             self._refuse("too_large", f"{topic}: {len(payload)} bytes")
             return
+        item: Job | _Malformed
         try:
-            job = msgspec.json.decode(payload, type=Job)
+            item = msgspec.json.decode(payload, type=Job)
+        except msgspec.ValidationError as exc:
+            # JSON with a job id but wrong fields: the operator gets a REJECTED with the reason.
+            try:
+                head = msgspec.json.decode(payload, type=_JobHead)
+            except msgspec.DecodeError:
+                self._refuse("invalid", f"{topic}: {exc}")
+                return
+            item = _Malformed(head.job_id, head.version, f"malformed: {exc}")
         except msgspec.DecodeError as exc:
             self._refuse("invalid", f"{topic}: {exc}")
             return
         try:
-            self._queue.put_nowait(job)
+            self._queue.put_nowait(item)
         except asyncio.QueueFull:
-            self._refuse("queue_full", f"job {job.job_id} (EDGE_UPDATES__MAX_PENDING_JOBS)")
+            self._refuse("queue_full", f"job {item.job_id} (EDGE_UPDATES__MAX_PENDING_JOBS)")
 
     def _refuse(self, reason: str, detail: str) -> None:
         # No job id to report against (or no room): counted and logged, nothing published.
@@ -199,8 +221,25 @@ class UpdateService:
         if resumed is not None:
             await self._handle(resumed, resumed_job=True)
         while True:
-            job = await self._queue.get()
-            await self._handle(job)
+            item = await self._queue.get()
+            if isinstance(item, _Malformed):
+                await self._reject_malformed(item)
+            else:
+                await self._handle(item)
+
+    async def _reject_malformed(self, bad: _Malformed) -> None:
+        try:
+            done = self.store.record(bad.job_id)
+        except BundleError as exc:
+            self._refuse("invalid", str(exc))
+            return
+        if done is not None:  # a job id that already ended is not reopened by garbage
+            await self._report_final(done)
+            return
+        metrics.UPDATE_JOBS.labels(status="REJECTED", reason="malformed").inc()
+        rec = JobRecord(bad.job_id, bad.version, "REJECTED", bad.reason)
+        self.store.finish(rec)
+        await self._report_final(rec)
 
     def _job_file(self, job_id: str) -> Path:
         return self.store.incoming(job_id).with_name(f"{job_id}.job.json")

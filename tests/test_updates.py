@@ -220,3 +220,11 @@ async def test_garbage_job_is_counted_not_run(rig: Rig) -> None:
         "edge_update_jobs_total", {"status": "dropped", "reason": "invalid"}
     )
     assert (after or 0) - (before or 0) == 1
+
+
+async def test_job_with_bad_fields_is_rejected_with_the_reason(rig: Rig) -> None:
+    await rig.send(b'{"job_id": "job-x", "version": 2, "manifest": {"format": 1}}')
+    states = await rig.watcher.until_final("job-x")
+    assert _flow(states) == ["REJECTED:"]
+    assert str(states[-1]["reason"]).startswith("malformed")
+    assert rig.agent.activated == []

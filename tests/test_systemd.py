@@ -7,7 +7,6 @@ import re
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -115,9 +114,10 @@ def test_install_service_command_line(tmp_path: Path) -> None:
     parser = argparse.ArgumentParser(prog="edge-agent")
     register(parser.add_subparsers(dest="command", required=True))
     root = tmp_path / "root"
-    args = parser.parse_args(
-        ["install-service", "--root", str(root), "--bin-dir", str(Path(sys.executable).parent)]
-    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "edge-agent").write_text("#!/bin/sh\n")
+    args = parser.parse_args(["install-service", "--root", str(root), "--bin-dir", str(bin_dir)])
     assert args.func(args) == 0
     assert (root / "etc/systemd/system/edge-agent.service").is_file()
 

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.daemon.bundle import BundleRejectedError, read_manifest
-from edge_agent.daemon.bundle_fetch import DownloadError, Job, fetch
+from edge_agent.daemon.bundle_fetch import DownloadError, Job, check_size, fetch
 from tests.bundle_kit import make_bundle
 
 MODEL = "model/model.onnx"
@@ -149,3 +149,13 @@ def test_http_download_resumes_with_a_range(
     for name in read_manifest(source).files:
         assert (dest / name).read_bytes() == (source / name).read_bytes()
     assert f"bytes={got}-" in handler.ranges
+
+
+def test_bundle_over_the_size_limit_is_refused_before_download(source: Path) -> None:
+    job = _job(source, source.as_uri())
+    total = sum(e.length for e in job.manifest.files.values())
+    check_size(job, total)  # exactly at the limit is fine
+    with pytest.raises(BundleRejectedError) as info:
+        check_size(job, total - 1)
+    assert info.value.reason == "too_large"
+    assert "EDGE_UPDATES__MAX_BUNDLE_BYTES" in str(info.value)

@@ -200,7 +200,7 @@ class SwingingDoor:
 class Compressor:
     """Deadband then swinging door for one series, within a total `deviation` (see module)."""
 
-    def __init__(self, deviation: float, max_interval: float, exception_share: float = 0.2) -> None:
+    def __init__(self, deviation: float, max_interval: float, exception_share: float = 0.1) -> None:
         if not 0 <= exception_share < 1:
             raise ValueError("compressor: exception_share must be in [0, 1)")
         self._share = exception_share

@@ -165,3 +165,22 @@ OPCUA_FAILURES = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+RETENTION_BYTES = Gauge(
+    "edge_retention_bytes",
+    "Bytes held by retention, by class: ring (memory), history (memory), evidence (disk).",
+    ["class"],
+    registry=REGISTRY,
+)
+RETENTION_EVICTIONS = Counter(
+    "edge_retention_evictions_total",
+    "Retained data removed, by class and reason (budget, ttl, rate): evidence in records, "
+    "history in points, ring in samples still inside ring_seconds when overwritten.",
+    ["class", "reason"],
+    registry=REGISTRY,
+)
+EVIDENCE_RECORDS = Counter(
+    "edge_evidence_records_total",
+    "Evidence records by outcome: complete, cut (frozen early), refused (over the budget).",
+    ["outcome"],
+    registry=REGISTRY,
+)

@@ -91,7 +91,7 @@ def test_a_day_of_a_hundred_pumps_stays_in_budget(tmp_path: Path) -> None:
     ret = watch.ret
     rng = np.random.default_rng(42)
     steps = int(CHUNK * RATE)
-    noise = rng.uniform(-0.04, 0.04, (steps, len(SIGNALS)))  # inside the 0.1 deadband
+    noise = rng.uniform(-0.02, 0.02, (steps, len(SIGNALS)))  # inside the ±0.05 deadband
     levels = rng.uniform(10, 90, (len(ASSETS), len(SIGNALS)))
     offsets = np.arange(steps) / RATE
     triggered: list[str] = []

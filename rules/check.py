@@ -23,6 +23,8 @@ _SCALARS = frozenset(
     | {"fault", "prob", "severity", "due_within_h", "due"}
 )
 _META = frozenset({"type", "criticality", "state"})
+_AT_RAISE = frozenset({"at_raise"})
+_RAISED = frozenset({"stats", "contrib", "probs", "band", "flag", "score", "anomalous"})
 _LEAD = frozenset({"signal", "direction", "change_pct"})
 
 
@@ -67,10 +69,10 @@ def _check_rule(
     if rule.fault not in known.classes:
         listed = ", ".join(sorted(known.classes))
         add(w, "fault", pre, [f"fault {rule.fault!r} is not a class of the model ({listed})"])
-    conds = [("raise", rule.raise_when), ("clear", rule.clear_when)]
-    conds += [("escalate", e.when) for e in rule.escalate]
+    add(w, "raise", f"{pre}raise: ", known.condition(rule.raise_when))
+    conds = [("clear", rule.clear_when), *(("escalate", e.when) for e in rule.escalate)]
     for name, cond in conds:
-        add(w, name, f"{pre}{name}: ", known.condition(cond))
+        add(w, name, f"{pre}{name}: ", known.condition(cond, _AT_RAISE))
     for name, tmpl in (("title", rule.title), ("explanation", rule.explanation)):
         add(w, name, f"{pre}{name}: ", known.template(tmpl, _RULE_TEXT))
     add(w, "advice", f"{pre}advice: ", known.template(rule.advice, _RULE_TEXT))
@@ -99,13 +101,17 @@ class _Known:
             "band": lambda r: len(r) == 1 and r[0] in self.bands,
             "flag": lambda r: len(r) == 1 and r[0] in self.flags,
             "lead": lambda r: "lead" in extra and len(r) == 1 and r[0] in _LEAD,
+            # The values of the window that raised the rule, in clear and escalate conditions.
+            "at_raise": lambda r: (
+                "at_raise" in extra and bool(r) and r[0] in _RAISED and self.path(r, frozenset())
+            ),
         }
         check = table.get(head)
         return check is not None and check(rest)
 
-    def condition(self, cond: Condition) -> list[str]:
+    def condition(self, cond: Condition, extra: frozenset[str] = frozenset()) -> list[str]:
         out = [f"unknown variable {v!r}" for v in cond.unknown_variables()]
-        bad = [ref for ref in cond.references() if not self.path(ref, frozenset())]
+        bad = [ref for ref in cond.references() if not self.path(ref, extra)]
         return out + [f"{'.'.join(ref)}: {self.why(ref)}" for ref in bad]
 
     def template(self, tmpl: Template, extra: frozenset[str]) -> list[str]:
@@ -127,6 +133,8 @@ class _Known:
             "band": ("the pack has no band", self.bands),
             "flag": ("the pack has no flag", self.flags),
         }
+        if head == "at_raise":
+            return "at_raise names a value of the raising window, in clear or escalate only"
         if head in known and key:
             what, names = known[head]
             return f"{what} {key!r} ({', '.join(sorted(names))})"

@@ -43,15 +43,18 @@ VARIABLES = frozenset(
         "k",
         "band",
         "flag",
+        "at_raise",
     }
 )
 _MACROS = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(")
 # `stats.vibration.rms`, `probs["bearing_wear"]`, `k.vib_zone_cd` ...
+_ROOTS = "stats|contrib|probs|meta|k|band|flag|at_raise"
+# A root (not itself a field: `at_raise.stats` is one reference, not two) and its fields:
+# `stats.vibration.rms`, `probs["bearing_wear"]`, `at_raise.stats.temperature.baseline`.
 _REF = re.compile(
-    r"\b(stats|contrib|probs|meta|k|band|flag)\s*"
-    r"(?:\.\s*([A-Za-z_]\w*)|\[\s*['\"]([^'\"]+)['\"]\s*\])"
-    r"(?:\s*(?:\.\s*([A-Za-z_]\w*)|\[\s*['\"]([^'\"]+)['\"]\s*\]))?"
+    rf"(?<![.\w])({_ROOTS})((?:\s*(?:\.\s*[A-Za-z_]\w*|\[\s*['\"][^'\"]+['\"]\s*\]))+)"
 )
+_SEG = re.compile(r"\.\s*([A-Za-z_]\w*)|\[\s*['\"]([^'\"]+)['\"]\s*\]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +78,11 @@ class Condition:
         """The paths the expression reads: ('stats', 'vibration', 'rms'), ('probs', 'x')..."""
         refs: list[tuple[str, ...]] = []
         for m in _REF.finditer(self.source):
+            segments = [a or b for a, b in _SEG.findall(m.group(2))]
             if self.source[m.end() :].lstrip().startswith("("):
-                continue  # a macro or method (`contrib.exists(s, ...)`), not a field
-            root, key = m.group(1), m.group(2) or m.group(3)
-            sub = m.group(4) or m.group(5)
-            refs.append((root, key, sub) if root == "stats" and sub else (root, key))
+                segments = segments[:-1]  # a macro or method (`contrib.exists(s, ...)`)
+            if segments:
+                refs.append((m.group(1), *segments))
         return refs
 
     def unknown_variables(self) -> list[str]:
@@ -118,7 +121,7 @@ class Projection:
             refs = cond.references()
             for name in cond.program.variables():
                 mine = [r[1:] for r in refs if r[0] == name]
-                uses = len(re.findall(rf"\b{re.escape(name)}\b", cond.source))
+                uses = len(re.findall(rf"(?<![.\w]){re.escape(name)}\b", cond.source))
                 if mine and uses == len(mine):
                     paths.setdefault(name, set()).update(mine)
                 else:
@@ -129,15 +132,19 @@ class Projection:
     def context(self, values: Mapping[str, object]) -> cel.Context:
         """Build the evaluation context of one window (once, shared by every condition)."""
         out: dict[str, object] = {v: values[v] for v in self._whole if v in values}
-        for root, paths in self._paths.items():
-            source = values.get(root)
-            if not isinstance(source, Mapping):
-                continue
-            node: dict[str, object] = {}
-            for path in paths:
-                _copy(source, node, path)
-            out[root] = node
+        for root in self._paths:
+            if (part := self.part(root, values.get(root))) is not None:
+                out[root] = part
         return cel.Context(out)
+
+    def part(self, root: str, source: object) -> object:
+        """What of one root's value goes into a context (None: nothing to pass)."""
+        if root in self._whole or not isinstance(source, Mapping):
+            return source
+        node: dict[str, object] = {}
+        for path in self._paths.get(root, ()):
+            _copy(source, node, path)
+        return node
 
 
 def _copy(source: Mapping[str, object], target: dict[str, object], path: tuple[str, ...]) -> None:

@@ -47,6 +47,9 @@ class _Active:
     since: float
     severity: Severity
     due_within_h: float
+    # The raising window's values: clear and escalate conditions read them as `at_raise`
+    # (kept whole, not projected, so a reloaded pack may read other paths of them).
+    at_raise: dict[str, object]
 
 
 @dataclass(slots=True)
@@ -258,9 +261,10 @@ class Advisor:
                     suppressed=held,
                 )
             return None
+        ctx.add_variable("at_raise", self._projection.part("at_raise", values))
         severity, due = self._severity(rule, ctx, asset)
         rec = self._report.raised(rule, result, values, severity, due, escalated_from=None)
-        rs.active = _Active(rec.id, ts, severity, due)
+        rs.active = _Active(rec.id, ts, severity, due, values)
         rs.cleared.clear()
         log.info(
             "recommendation raised", asset=asset, rule=rule.id, severity=severity.label, id=rec.id
@@ -277,6 +281,7 @@ class Advisor:
     ) -> Recommendation | None:
         asset, ts, active = result.asset, result.ts, rs.active
         assert active is not None
+        ctx.add_variable("at_raise", self._projection.part("at_raise", active.at_raise))
         rs.cleared.append(self._check(rule.id, "clear", rule.clear_when, ctx, asset))
         if sum(rs.cleared) >= rule.clear_debounce.n:
             rs.active = None
@@ -297,7 +302,7 @@ class Advisor:
             severity=severity.label,
             id=rec.id,
         )
-        rs.active = _Active(rec.id, active.since, severity, due)
+        rs.active = _Active(rec.id, active.since, severity, due, active.at_raise)
         return rec
 
     def _severity(self, rule: Rule, ctx: cel.Context, asset: str) -> tuple[Severity, float]:

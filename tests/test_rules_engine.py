@@ -405,3 +405,21 @@ def test_macros_check_clean_and_see_the_whole_value(tmp_path: Path) -> None:
         for i in range(4)
     ]
     assert [r.payload["rule_id"] for r in run(adv, loud)] == ["misalignment"]
+
+
+def test_clear_can_compare_with_the_raising_window(tmp_path: Path) -> None:
+    # Resolved only once vibration is back near the baseline the raising window had.
+    text = UNIT.replace(
+        "clear: probs.bearing_wear < 0.2 && stats.vibration.change_pct < 10.0",
+        "clear: probs.bearing_wear < 0.2 "
+        "&& stats.vibration.mean <= at_raise.stats.vibration.baseline + 0.2",
+    )
+    path = tmp_path / "at_raise.yaml"
+    path.write_text(text)
+    adv = advisor([path])
+    assert [r.kind for r in run(adv, (bearing(T0 + 5 * i) for i in range(4)))] == ["raise"]
+    # The model stops calling it, but the pump still vibrates at 2.5 mm/s (baseline 1.5).
+    still = [window(T0 + 100 + 5 * i, means={"vibration": 2.5}) for i in range(30)]
+    assert run(adv, still) == []
+    back = [window(T0 + 300 + 5 * i) for i in range(12)]
+    assert [r.kind for r in run(adv, back)] == ["resolved"]

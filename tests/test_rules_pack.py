@@ -128,6 +128,18 @@ def test_good_pack_loads(tmp_path: Path) -> None:
         ),
         ("    severity: warning", "    severity: dire", "severity: dire", "'dire' is not one of"),
         ("when: anomalous", "when: anomalus", "when:", "unknown variable 'anomalus'"),
+        (
+            "flag.running &&",
+            "at_raise.stats.vibration.mean > 1.0 &&",
+            "raise:",
+            "in clear or escalate only",
+        ),
+        (
+            "clear: probs.bearing_wear < 0.2",
+            "clear: probs.bearing_wear < 0.2 && at_raise.stats.speed.mean > 1.0",
+            "clear:",
+            "at_raise.stats.speed.mean",
+        ),
         ("edges: [zone_c,", "edges: [zone_x,", "edges:", "no constant 'zone_x'"),
         ("[ok, C, D]", "[ok, C]", "labels:", "2 edges need 3 labels"),
         ("[zone_c, limit]", "[limit, zone_c]", "edges:", "edges: must ascend"),

@@ -131,3 +131,5 @@ def test_rule_fires_on_its_fault_and_is_silent_on_a_normal_day(rule_id: str) -> 
         # One fault, one recommendation (an escalation of the same rule may follow).
         assert {r.payload["rule_id"] for r in raises} == {rule_id}, describe(recs)
         assert not [r for r in recs if r.kind == "needs_review"], describe(recs)
+        # The injected faults never go away: no false all-clear either.
+        assert not [r for r in recs if r.kind == "resolved"], describe(recs)

@@ -73,6 +73,12 @@ class _AssetState:
     rules: dict[str, _RuleState]
     review: _ReviewState
     meta: dict[str, object] = field(default_factory=dict)
+    last_ts: float = -math.inf
+
+
+# Windows further apart than this (the frames' default max_gap_s: the asset's frame
+# restarts) do not debounce together: "3 of the last 4" means recent windows.
+GAP_S = 300.0
 
 
 class Advisor:
@@ -180,6 +186,12 @@ class Advisor:
 
     def _evaluate_one(self, result: WindowResult, out: list[Recommendation]) -> None:
         state = self._state(result.asset)
+        if result.ts - state.last_ts > GAP_S:
+            for rs in state.rules.values():
+                rs.raised.clear()
+                rs.cleared.clear()
+            state.review.hits.clear()
+        state.last_ts = max(state.last_ts, result.ts)
         values = activation(result, self._classes, state.meta, self._pack)
         ctx = self._projection.context(values)
         flags = {

@@ -423,3 +423,11 @@ def test_clear_can_compare_with_the_raising_window(tmp_path: Path) -> None:
     assert run(adv, still) == []
     back = [window(T0 + 300 + 5 * i) for i in range(12)]
     assert [r.kind for r in run(adv, back)] == ["resolved"]
+
+
+def test_windows_across_a_data_gap_do_not_debounce_together() -> None:
+    adv = advisor()
+    before = [bearing(T0), bearing(T0 + 5)]
+    after = [bearing(T0 + 3600), window(T0 + 3605), bearing(T0 + 3610)]
+    assert run(adv, before + after) == []  # 4 faulty of the last 5, but an hour apart
+    assert [r.kind for r in run(adv, [bearing(T0 + 3615)])] == ["raise"]

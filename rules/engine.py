@@ -187,9 +187,9 @@ class Advisor:
     def _evaluate_one(self, result: WindowResult, out: list[Recommendation]) -> None:
         state = self._state(result.asset)
         if result.ts - state.last_ts > GAP_S:
-            for rs in state.rules.values():
-                rs.raised.clear()
-                rs.cleared.clear()
+            for history in state.rules.values():
+                history.raised.clear()
+                history.cleared.clear()
             state.review.hits.clear()
         state.last_ts = max(state.last_ts, result.ts)
         values = activation(result, self._classes, state.meta, self._pack)

@@ -1,0 +1,62 @@
+"""End to end, for real: mosquitto, the agent as a subprocess, simulated pumps over paho."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from edge_agent.simulator.broker import Broker
+from edge_agent.simulator.plant import FaultSpec, PumpStream, signature_of
+from tests.agent_proc import AgentProcess, Listener
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = json.loads((ROOT / "rules" / "schemas" / "recommendation-v1.schema.json").read_text())
+START = 1_750_000_000.0
+ONSET_S = 900.0
+DURATION_S = 1200.0
+
+
+@pytest.mark.parametrize("kind", ["cavitation", "overheating"])
+def test_fault_on_one_pump_is_recommended_and_healthy_pumps_stay_quiet(
+    broker: Broker, tmp_path: Path, kind: str
+) -> None:
+    fault = FaultSpec(kind, ONSET_S)
+    pumps = [
+        PumpStream(f"pump-{i}", seed=100 + i, start_ts=START, fault=fault if i == 3 else None)
+        for i in range(1, 5)
+    ]
+    listener = Listener(broker, "edge-agent/gw-test/recommendations/#")
+    agent = AgentProcess(broker, tmp_path / "state")
+    agent.start()
+    try:
+        agent.wait_for_log("agent running")
+        time.sleep(0.5)  # the agent's SUBACK
+        for _ in range(int(DURATION_S)):
+            for pump in pumps:
+                ts, values = pump.step()
+                body = json.dumps({"ts": ts, **values}).encode()
+                listener.publish(f"plant/{pump.asset}/telemetry", body)
+        deadline = time.monotonic() + 60
+        received: list[dict[str, object]] = []
+        while time.monotonic() < deadline and not any(r["asset"] == "pump-3" for r in received):
+            received += [json.loads(p) for _, p in listener.drain()]
+            time.sleep(0.2)
+        assert agent.stop(signal.SIGTERM) == 0, agent.log_text()
+        time.sleep(0.5)
+        received += [json.loads(p) for _, p in listener.drain()]
+    finally:
+        agent.kill()
+        listener.close()
+
+    for rec in received:
+        jsonschema.validate(rec, SCHEMA)
+    assert {r["asset"] for r in received} == {"pump-3"}, received
+    first = next(r for r in received if r["kind"] == "raise")
+    assert float(first["window_ts"]) - (START + ONSET_S) <= 60.0, first
+    leading = first["signals"][0]["signal"]  # type: ignore[index]
+    assert leading == signature_of(fault), first

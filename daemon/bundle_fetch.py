@@ -93,12 +93,14 @@ def _fetch_one(url: str, dest: Path, length: int, deadline: float) -> None:
         out.seek(start)
         out.truncate()
         got = start
+        read = getattr(stream, "read1", stream.read)
         while True:
             if time.monotonic() > deadline:
                 raise DownloadError(f"{url}: download timed out at byte {got} of {length}")
             try:
                 # One byte more than the manifest allows tells "too long" from "exactly right".
-                chunk = stream.read(min(_CHUNK, length + 1 - got))
+                # read1: what has arrived, not a full chunk, so a cut keeps every byte so far.
+                chunk = read(min(_CHUNK, length + 1 - got))
             except OSError as exc:
                 raise DownloadError(f"{url}: {exc} at byte {got}") from exc
             if not chunk:

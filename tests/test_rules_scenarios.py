@@ -24,6 +24,7 @@ from edge_agent.models.manifest import Manifest, load_manifest
 from edge_agent.models.scorer import Scorer
 from edge_agent.rules.engine import Advisor, Recommendation, load_pack
 from edge_agent.simulator.plant import FaultSpec, Trace, simulate
+from edge_agent.simulator.scenarios import ABRUPT
 
 STEP = 12  # windows per asset per batch: one minute at a 5 s hop, as a busy pipeline batches
 HOUR = 3600.0
@@ -127,6 +128,8 @@ def test_rule_fires_on_its_fault_and_is_silent_on_a_normal_day(rule_id: str) -> 
         assert raises, f"{kind}/{signal}: no raise; got {describe(recs)}"
         first = raises[0]
         assert first.payload["rule_id"] == rule_id, describe(recs)
+        if kind in ABRUPT:  # a step fault is named within a minute of its onset
+            assert float(str(first.payload["window_ts"])) - onset <= 60.0, describe(recs)
         assert first.payload["cause"]["class"] == kind  # type: ignore[index]
         # One fault, one recommendation (an escalation of the same rule may follow).
         assert {r.payload["rule_id"] for r in raises} == {rule_id}, describe(recs)

@@ -8,6 +8,7 @@ variables. Outside systemd (`NOTIFY_SOCKET` unset) every call is a cheap no-op.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import os
 import signal
 import socket
@@ -113,6 +114,9 @@ class Notifier:
         if self._watchdog_s is None or not self.enabled:
             return
         period = self._watchdog_s * ratio
+        # systemd kills a stalled agent with SIGABRT: let it leave every thread's Python stack
+        # on stderr (the journal), which says where the loop was stuck.
+        faulthandler.enable()
         log.info("watchdog on", timeout_s=self._watchdog_s, period_s=period)
         while True:
             self.watchdog()

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import select
+import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -135,3 +138,43 @@ async def test_status_task_sends_the_summary(listener: tuple[socket.socket, str]
     finally:
         task.cancel()
         n.close()
+
+
+def test_watchdog_kill_leaves_the_stuck_stack_in_the_log(tmp_path: Path) -> None:
+    # What systemd does to a loop that stopped pinging: SIGABRT. The log must say where.
+    sock = tmp_path / "n.sock"
+    script = (
+        "import asyncio, time\n"
+        "from edge_agent.daemon.notify import Notifier\n"
+        "def stuck_in_a_callback():\n"
+        "    print('stuck', flush=True)\n"
+        "    time.sleep(60)\n"
+        "async def main():\n"
+        f"    n = Notifier({{'NOTIFY_SOCKET': {str(sock)!r}, 'WATCHDOG_USEC': '1000000'}})\n"
+        "    asyncio.create_task(n.run_watchdog())\n"
+        "    await asyncio.sleep(0.05)\n"
+        "    stuck_in_a_callback()\n"
+        "asyncio.run(main())\n"
+    )
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(sock))
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            lines: list[str] = []  # log lines may come first
+            while (line := proc.stdout.readline()) not in ("stuck\n", "") and len(lines) < 20:
+                lines.append(line)
+            assert line == "stuck\n", lines
+            proc.send_signal(signal.SIGABRT)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == -signal.SIGABRT
+    assert "Fatal Python error: Aborted" in err
+    assert "stuck_in_a_callback" in err

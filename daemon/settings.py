@@ -251,6 +251,14 @@ class ModelSettings(Section):
         description="ONNX Runtime execution providers to try, in order (JSON list).",
     )
     max_batch: int = Field(64, ge=1, le=4096, description="Windows scored in one model call.")
+    litert_delegates: list[str] = Field(
+        default_factory=list,
+        description="LiteRT delegate libraries to try before the CPU (JSON list), e.g. "
+        '["libedgetpu.so.1"] for a Coral Edge TPU; one that cannot load is logged and skipped.',
+    )
+    precision: Literal["fp32", "int8"] = Field(
+        "fp32", description="Model precision to load: fp32, or int8 (smaller and faster)."
+    )
 
 
 class RuleSettings(Section):

@@ -42,19 +42,30 @@ def _features(g: _Graph, w: network.Weights, window: int, signals: int) -> str:
     """Add the standardised window features [N, S*4]; return their name."""
     f32 = np.float32
     xt = g.node("Transpose", [INPUT], "feat_xt", perm=[0, 2, 1])
-    lin = g.node("MatMul", [xt, g.const("feat_time_w", network.time_weights(window))], "feat_lin")
-    i0, i1, i2 = (g.const(f"idx{k}", np.array([k], np.int64)) for k in range(3))
+    i0, i1 = g.const("idx0", np.array([0], np.int64)), g.const("idx1", np.array([1], np.int64))
     ax2 = g.const("axis2", np.array([2], np.int64))
-    mean = g.node("Slice", [lin, i0, i1, ax2], "feat_mean")
-    slope = g.node("Slice", [lin, i1, i2, ax2], "feat_slope")
-    centred = g.node("Sub", [xt, mean], "feat_centred")
+    last = g.const("idx_last", np.array([window], np.int64))
+    mean = g.node("ReduceMean", [xt], "feat_mean", axes=[2])
+    first = g.node("Slice", [xt, i0, i1, ax2], "feat_first")
+    d = g.node("Sub", [xt, first], "feat_rel")  # see network.raw_features
+    tslope = g.const("feat_tslope", network.slope_weights(window))
+    slope_terms = g.node("Mul", [d, tslope], "feat_slope_terms")
+    slope = g.node("ReduceSum", [slope_terms, ax2], "feat_slope", keepdims=1)
+    d_mean = g.node("ReduceMean", [d], "feat_rel_mean", axes=[2])
+    centred = g.node("Sub", [d, d_mean], "feat_centred")
     sq = g.node("Mul", [centred, centred], "feat_sq")
     var = g.node("ReduceMean", [sq], "feat_var", axes=[2])
     var_eps = g.node("Add", [var, g.const("std_eps", f32(network.STD_EPS))], "feat_var_eps")
     std = g.node("Sqrt", [var_eps], "feat_std")
     log_eps = g.const("log_eps", f32(network.LOG_EPS))
     lstd = g.node("Log", [g.node("Add", [std, log_eps], "feat_std_eps")], "feat_log_std")
-    diff = g.node("MatMul", [xt, g.const("feat_diff_w", network.diff_matrix(window))], "feat_diff")
+    later = g.node("Slice", [xt, i1, last, ax2], "feat_later")
+    earlier = g.node(
+        "Slice",
+        [xt, i0, g.const("idx_prev", np.array([window - 1], np.int64)), ax2],
+        "feat_earlier",
+    )
+    diff = g.node("Sub", [later, earlier], "feat_diff")
     rough = g.node("ReduceMean", [g.node("Abs", [diff], "feat_absdiff")], "feat_rough", axes=[2])
     lrough = g.node("Log", [g.node("Add", [rough, log_eps], "feat_rough_eps")], "feat_log_rough")
     feats = g.node("Concat", [mean, lstd, slope, lrough], "feat_concat", axis=2)
@@ -67,7 +78,9 @@ def _features(g: _Graph, w: network.Weights, window: int, signals: int) -> str:
 def _heads(g: _Graph, w: network.Weights, f: str, signals: int) -> None:
     """Add the autoencoder (score, contrib) and the classifier (probs) on features `f`."""
     f32 = np.float32
-    h = g.node("Tanh", [g.dense("enc1", f, w.enc1_w, w.enc1_b)], "enc1_act")
+    lo = g.const("ae_lo", f32(-network.AE_CLIP))
+    clipped = g.node("Clip", [f, lo, g.const("ae_hi", f32(network.AE_CLIP))], "ae_in")
+    h = g.node("Tanh", [g.dense("enc1", clipped, w.enc1_w, w.enc1_b)], "enc1_act")
     h = g.node("Tanh", [g.dense("enc2", h, w.enc2_w, w.enc2_b)], "enc2_act")
     h = g.node("Tanh", [g.dense("dec1", h, w.dec1_w, w.dec1_b)], "dec1_act")
     rec = g.dense("dec2", h, w.dec2_w, w.dec2_b)
@@ -119,6 +132,27 @@ def build(w: network.Weights, window: int, signals: int, name: str = "pump-fault
     model.ir_version = 8  # readable by every onnxruntime >= 1.14
     onnx.checker.check_model(model, full_check=True)
     return bytes(model.SerializeToString())
+
+
+DENSE = ("enc1", "enc2", "dec1", "dec2", "cls1", "cls2")
+
+
+def write_int8(fp32: Path, path: Path) -> Path:
+    """Write the int8 model: dense-layer weights int8 per channel.
+
+    Activations are quantised at run time (ONNX Runtime dynamic quantisation:
+    DynamicQuantizeLinear + MatMulInteger), as the TFLite int8 model does.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: PLC0415
+
+    quantize_dynamic(
+        fp32,
+        path,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        nodes_to_quantize=[f"{tag}_matmul" for tag in DENSE],
+    )
+    return path
 
 
 def write(w: network.Weights, window: int, signals: int, path: Path) -> Path:

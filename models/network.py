@@ -30,6 +30,10 @@ from edge_agent.models.base import ModelOutput
 N_FEATURES = 4  # per signal: mean, log std, slope, log roughness
 STD_EPS = 1e-8  # keeps sqrt differentiable and finite on a frozen signal
 LOG_EPS = 1e-3  # floor of the log features: a frozen signal reads log(1e-3), not -inf
+# The autoencoder sees its input clipped to this many feature stds: beyond it a window is
+# anomalous anyway (the residual uses the unclipped features), and a bounded input lets the
+# int8 model keep a fine scale for normal windows.
+AE_CLIP = 30.0
 
 F32 = np.float32
 Array = np.ndarray
@@ -65,21 +69,12 @@ class Weights:
         return sum(int(np.asarray(getattr(self, f.name)).size) for f in fields(self))
 
 
-def time_weights(window: int) -> Array:
-    """Return [W, 2]: column 0 averages over time, column 1 is the least-squares slope."""
+def slope_weights(window: int) -> Array:
+    """Return [W] weights whose dot product with a series is its least-squares slope."""
     t = np.arange(window, dtype=np.float64)
     centred = t - t.mean()
-    out = np.stack([np.full(window, 1.0 / window), centred / float(np.sum(centred**2))], axis=1)
-    return out.astype(F32)
-
-
-def diff_matrix(window: int) -> Array:
-    """Return [W, W-1] whose product with a series gives its first differences."""
-    d = np.zeros((window, window - 1), dtype=F32)
-    idx = np.arange(window - 1)
-    d[idx, idx] = -1.0
-    d[idx + 1, idx] = 1.0
-    return d
+    out: Array = (centred / float(np.sum(centred**2))).astype(F32)
+    return out
 
 
 def raw_features(x: Array) -> Array:
@@ -87,12 +82,15 @@ def raw_features(x: Array) -> Array:
     x = np.asarray(x, dtype=F32)
     n, window, signals = x.shape
     xt = np.transpose(x, (0, 2, 1))  # [N, S, W]
-    lin = xt @ time_weights(window)  # [N, S, 2]
-    mean = lin[..., 0]
-    slope = lin[..., 1]
-    centred = xt - mean[..., None]
+    mean = xt.mean(axis=-1)
+    # Spread and slope are taken relative to the window's first sample: the same numbers,
+    # without the float32 cancellation of a large level (an overheated motor) against a
+    # small noise, which would make runtimes disagree in the 4th decimal of the score.
+    d = xt - xt[..., :1]
+    centred = d - d.mean(axis=-1, keepdims=True)
     std = np.sqrt(np.mean(centred * centred, axis=-1) + F32(STD_EPS))
-    rough = np.mean(np.abs(xt @ diff_matrix(window)), axis=-1)
+    slope = np.sum(d * slope_weights(window), axis=-1)
+    rough = np.mean(np.abs(xt[..., 1:] - xt[..., :-1]), axis=-1)
     feats = np.stack(
         [mean, np.log(std + F32(LOG_EPS)), slope, np.log(rough + F32(LOG_EPS))], axis=-1
     )
@@ -114,11 +112,17 @@ def autoencode(w: Weights, f: Array) -> Array:
     return out
 
 
+def residuals(w: Weights, f: Array) -> Array:
+    """Residual z-scores of standardised features `f` [N, S*4]."""
+    out: Array = (f - autoencode(w, np.clip(f, -AE_CLIP, AE_CLIP))) / w.resid_std
+    return out
+
+
 def forward(w: Weights, x: Array) -> ModelOutput:
     """Run the model in numpy (float32) on normalised windows [N, W, S]."""
     signals = x.shape[2]
     f = (raw_features(x) - w.feat_mean) / w.feat_std
-    r = (f - autoencode(w, f)) / w.resid_std
+    r = residuals(w, f)
     r2 = (r * r).reshape(-1, signals, N_FEATURES)
     magnitude = np.sqrt(r2.mean(axis=2))
     score = magnitude.max(axis=1)

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from edge_agent.models import network
+from edge_agent.models.base import Backend
 from edge_agent.models.dataset import Windows, trace_windows
 from edge_agent.models.manifest import CLASSES, SCHEMA
 from edge_agent.simulator import scenarios
@@ -190,6 +191,7 @@ class Trained(NamedTuple):
     std: np.ndarray
     threshold: float
     metrics: dict[str, Any]
+    calibration: np.ndarray  # normalised held-out normal windows, for per-artifact thresholds
 
 
 class _Run:
@@ -237,15 +239,15 @@ class _Run:
             cls1_w=np.zeros((2 * n_in, 1)), cls1_b=np.zeros(1),
             cls2_w=np.zeros((1, n_cls)), cls2_b=np.zeros(n_cls),
         )  # fmt: skip
-        resid = f - network.autoencode(w, f)
+        resid = f - network.autoencode(w, np.clip(f, -network.AE_CLIP, network.AE_CLIP))
         w.resid_std = resid[self.normal].std(axis=0) + 1e-6
         return w.as_float32()
 
     def calibrate(self, w: network.Weights) -> tuple[float, np.ndarray]:
         """Threshold from held-out normal plants; also return their scores."""
         traces = simulate_set(scenarios.calibration_set(self.scale), "calibration runs")
-        cal = window_set(traces, self.std)
-        scores = network.forward(w, self.normalise(cal.x)).score
+        self.cal_xn = self.normalise(window_set(traces, self.std).x)
+        scores = network.forward(w, self.cal_xn).score
         threshold = float(scores.max()) * THRESHOLD_MARGIN
         progress(
             f"threshold {threshold:.3f} (held-out normal: p99.9 "
@@ -256,7 +258,7 @@ class _Run:
     def inputs(self, w: network.Weights, xn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Classifier inputs [features, residual z-scores] and the scores of windows `xn`."""
         f = ((network.raw_features(xn) - w.feat_mean) / w.feat_std).astype(np.float32)
-        r = (f - network.autoencode(w, f)) / w.resid_std
+        r = network.residuals(w, f)
         return np.concatenate([f, r], axis=1), network.forward(w, xn).score
 
     def classifier(self, w: network.Weights, threshold: float) -> tuple[network.Weights, float]:
@@ -296,7 +298,7 @@ def train(scale: float = 1.0, seed: int = 0, epochs: int = 300) -> Trained:
         "calibration_max_score": round(float(cal_scores.max()), 5),
         "parameters": w.parameter_count(),
     }
-    return Trained(w, run.mean, run.std, threshold, metrics)
+    return Trained(w, run.mean, run.std, threshold, metrics, run.cal_xn)
 
 
 def file_entry(
@@ -354,6 +356,48 @@ def manifest_dict(
     }
 
 
+def artifact_threshold(backend: Backend, calibration: np.ndarray) -> float:
+    """Threshold of one artifact on its own runtime: margin x its largest held-out score."""
+    top = max(
+        float(backend.run(calibration[i : i + 1024]).score.max())
+        for i in range(0, len(calibration), 1024)
+    )
+    return round(top * THRESHOLD_MARGIN, 6)
+
+
+def export(t: Trained, out: Path, tflite: bool) -> list[dict[str, Any]]:
+    """Write every artifact of a training run; return their manifest entries."""
+    from edge_agent.models import export_onnx  # noqa: PLC0415 - needs the train extra
+    from edge_agent.models.onnx import OnnxBackend  # noqa: PLC0415
+
+    files: list[tuple[Path, str, str]] = []
+    onnx_fp32 = export_onnx.write(t.weights, WINDOW, len(SIGNALS), out / f"{NAME}.fp32.onnx")
+    files.append((onnx_fp32, "onnx", "fp32"))
+    onnx_int8 = export_onnx.write_int8(onnx_fp32, out / f"{NAME}.int8.onnx")
+    files.append((onnx_int8, "onnx", "int8"))
+    if tflite:
+        from edge_agent.models import export_tflite  # noqa: PLC0415 - needs TensorFlow
+
+        fp32 = export_tflite.build_fp32(t.weights, WINDOW, len(SIGNALS))
+        (out / f"{NAME}.fp32.tflite").write_bytes(fp32)
+        (out / f"{NAME}.int8.tflite").write_bytes(export_tflite.build_int8(fp32))
+        files.append((out / f"{NAME}.fp32.tflite", "tflite", "fp32"))
+        files.append((out / f"{NAME}.int8.tflite", "tflite", "int8"))
+    entries = []
+    for path, fmt, precision in files:
+        backend: Backend
+        if fmt == "onnx":
+            backend = OnnxBackend(path, ("CPUExecutionProvider",))
+        else:
+            from edge_agent.models.litert import LiteRtBackend  # noqa: PLC0415
+
+            backend = LiteRtBackend(path, signals=len(SIGNALS), classes=len(CLASSES))
+        threshold = artifact_threshold(backend, t.calibration)
+        entries.append(file_entry(path, fmt, precision, threshold))
+        progress(f"wrote {path.name} ({path.stat().st_size} bytes, threshold {threshold})")
+    return entries
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: train and write the artifacts and the manifest."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -363,14 +407,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=300, help="most epochs per fit")
     parser.add_argument("--no-tflite", action="store_true", help="skip the TFLite artifacts")
     args = parser.parse_args(argv)
-    from edge_agent.models import export_onnx  # noqa: PLC0415 - needs the train extra
-
     t = train(args.scale, args.seed, args.epochs)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    onnx_fp32 = export_onnx.write(t.weights, WINDOW, len(SIGNALS), out / f"{NAME}.fp32.onnx")
-    artifacts = [file_entry(onnx_fp32, "onnx", "fp32")]
-    progress(f"wrote {onnx_fp32} ({onnx_fp32.stat().st_size} bytes)")
+    artifacts = export(t, out, tflite=not args.no_tflite)
     manifest = manifest_dict(t, artifacts, args.seed, args.scale)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     progress(f"wrote {out / 'manifest.json'}")

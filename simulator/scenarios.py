@@ -52,11 +52,16 @@ def normal_set(seed0: int, assets: int, hours: float) -> list[Scenario]:
     ]
 
 
-def fault_set(seed0: int, per_kind: int) -> list[Scenario]:
-    """`per_kind` runs of each fault; sensor faults cycle through the signals."""
+def fault_set(seed0: int, per_kind: int, sensor_factor: int = 1) -> list[Scenario]:
+    """`per_kind` runs of each fault; sensor faults cycle through the signals.
+
+    Sensor faults get `sensor_factor` times as many runs: each is five faults in one (one
+    per signal), and a drifting sensor on one signal can mimic a physical fault on it.
+    """
     out: list[Scenario] = []
     for k, kind in enumerate(FAULTS):
-        for i in range(per_kind):
+        runs = per_kind * sensor_factor if kind in SENSOR_FAULTS else per_kind
+        for i in range(runs):
             seed = seed0 + 100 * (k + 1) + i
             onset = 1200.0 + float((seed * 487) % 1800)
             signal = SIGNALS[i % len(SIGNALS)] if kind in SENSOR_FAULTS else None
@@ -70,7 +75,7 @@ def training_set(scale: float = 1.0) -> list[Scenario]:
     """Normal and faulty runs the model learns from; `scale` < 1 makes a reduced set."""
     assets = max(2, round(12 * scale))
     per_kind = max(2, round(10 * scale))
-    return normal_set(TRAIN_SEED0, assets, 6.0) + fault_set(TRAIN_SEED0, per_kind)
+    return normal_set(TRAIN_SEED0, assets, 6.0) + fault_set(TRAIN_SEED0, per_kind, 2)
 
 
 def calibration_set(scale: float = 1.0) -> list[Scenario]:

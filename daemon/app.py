@@ -6,34 +6,45 @@ import asyncio
 import contextlib
 import signal
 import socket
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
-from edge_agent.connectors.mqtt import MqttClient, MqttSink, MqttSource
+from edge_agent.connectors.mqtt import MqttClient, MqttSink, MqttSource, uplink_client
+from edge_agent.daemon import metrics
+from edge_agent.daemon.bundle import TrustedKeys
+from edge_agent.daemon.bundle_store import BundleStore
+from edge_agent.daemon.errors import EdgeAgentError
 from edge_agent.daemon.frames import FrameBuilder
 from edge_agent.daemon.gate import Gate
+from edge_agent.daemon.http import Health, HttpEndpoint
+from edge_agent.daemon.notify import Notifier, install_debug_stall
 from edge_agent.daemon.outbox import open_outbox
 from edge_agent.daemon.pipeline import Pipeline
+from edge_agent.daemon.pressure import Pressure
+from edge_agent.daemon.retention import Retention
+from edge_agent.daemon.updates import UpdateService, bundle_settings
 from edge_agent.models.manifest import load_manifest
 from edge_agent.models.scorer import Scorer
 from edge_agent.rules.engine import Advisor, load_pack
 
 if TYPE_CHECKING:
+    from edge_agent.daemon.bundle import Bundle
     from edge_agent.daemon.readings import Reading
-    from edge_agent.daemon.settings import MqttSettings, Settings
+    from edge_agent.daemon.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 
-class Source:
+class Source(Protocol):
     """What the agent needs of a source connector."""
 
-    def batches(self) -> AsyncIterator[list[Reading]]:  # pragma: no cover - protocol
+    def batches(self) -> AsyncIterator[list[Reading]]:
         """Yield batches of readings until cancelled."""
-        raise NotImplementedError
+        ...
 
 
 def gateway_id(settings: Settings) -> str:
@@ -46,18 +57,8 @@ def topic_prefix(settings: Settings) -> str:
     return settings.uplink.topic_prefix.replace("{gateway}", gateway_id(settings))
 
 
-def _uplink_mqtt(settings: Settings) -> MqttSettings | None:
-    """Settings for a separate uplink connection, or None to share the sensor broker's."""
-    up = settings.uplink
-    if not up.host and not up.port:
-        return None
-    return settings.mqtt.model_copy(
-        update={"host": up.host or settings.mqtt.host, "port": up.port or settings.mqtt.port}
-    )
-
-
-def build_pipeline(settings: Settings) -> Pipeline:
-    """Load the model and the rule pack and assemble the pipeline (blocking: model load)."""
+def build_scorer_and_advisor(settings: Settings) -> tuple[Scorer, Advisor]:
+    """Load and verify the model and the rule packs (blocking: run it off the event loop)."""
     manifest = load_manifest(settings.model.manifest)
     scorer = Scorer(
         manifest,
@@ -72,90 +73,235 @@ def build_pipeline(settings: Settings) -> Pipeline:
         signals=manifest.signals,
         classes=manifest.classes,
         gateway_id=gateway_id(settings),
+        assets=settings.assets,
     )
-    frames = FrameBuilder(
-        manifest.signals, manifest.rate_hz, manifest.window, manifest.hop, settings.frames
-    )
+    return scorer, advisor
+
+
+def build_pipeline(settings: Settings, retention: Retention | None = None) -> Pipeline:
+    """Assemble the pipeline around a freshly loaded model and rule pack."""
+    scorer, advisor = build_scorer_and_advisor(settings)
+    manifest = scorer.manifest
     settings.agent.state_dir.mkdir(parents=True, exist_ok=True)
     return Pipeline(
-        frames=frames,
+        frames=FrameBuilder(
+            manifest.signals, manifest.rate_hz, manifest.window, manifest.hop, settings.frames
+        ),
         gate=Gate(settings.gate, len(manifest.signals)),
         scorer=scorer,
         advisor=advisor,
         outbox=open_outbox(settings.outbox, settings.agent.state_dir),
         topic_prefix=topic_prefix(settings),
+        retention=retention,
     )
 
 
-async def _feed(source: Source, pipeline: Pipeline) -> None:
-    async for batch in source.batches():
-        pipeline.ingest(batch)
+class Agent:
+    """The running parts of one agent, reachable for bundle activation, reload and health."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.gateway = gateway_id(settings)
+        self.store = BundleStore(settings.agent.state_dir)
+        keys = (
+            TrustedKeys.load(settings.updates.trusted_keys)
+            if settings.updates.trusted_keys is not None
+            else None
+        )
+        self.bundle = self.store.current(keys) if keys is not None else None
+        self.retention = Retention.from_settings(settings, self.gateway)
+        self.pipeline = build_pipeline(bundle_settings(settings, self.bundle), self.retention)
+        self.ready = False
+        self.clients: dict[str, MqttClient] = {}
+
+    # --- bundles and reload --------------------------------------------------------------
+
+    async def activate(self, bundle: Bundle | None) -> None:
+        """Swap in the model and rules of `bundle` (None: the shipped ones) without a restart."""
+        effective = bundle_settings(self.settings, bundle)
+        scorer, advisor = await asyncio.to_thread(build_scorer_and_advisor, effective)
+        self.pipeline.replace(scorer, advisor)
+        self.bundle = bundle
+        log.info(
+            "bundle activated",
+            bundle=bundle.version if bundle else "shipped",
+            model=scorer.manifest.version,
+            rules=advisor.pack.version,
+        )
+
+    def reload_rules(self) -> None:
+        """SIGHUP: re-read the rule packs; an invalid pack is logged and the old one kept."""
+        packs = bundle_settings(self.settings, self.bundle).rules.packs
+        try:
+            self.pipeline.advisor.replace_pack(load_pack(packs))
+        except EdgeAgentError as exc:
+            metrics.RELOADS.labels("rejected").inc()
+            log.error("rule pack reload rejected, the old pack keeps running", errors=str(exc))  # noqa: TRY400
+        else:
+            metrics.RELOADS.labels("applied").inc()
+
+    # --- tasks (they read self.pipeline each time: activation may replace its parts) -------
+
+    async def feed(self, source: Source) -> None:
+        """Hand every batch of a source to the pipeline."""
+        async for batch in source.batches():
+            self.pipeline.ingest(batch)
+
+    async def run_pipeline(self) -> None:
+        """Score windows as they become ready."""
+        await self.pipeline.run()
+
+    async def deliver(self, sink: MqttSink) -> None:
+        """Deliver the outbox through the uplink."""
+        await self.pipeline.outbox.deliver(sink)
+
+    # --- health ----------------------------------------------------------------------------
+
+    def health(self) -> Health:
+        """What /health reports."""
+        last = self.pipeline.last_reading_wall
+        return Health(
+            ready=self.ready,
+            connected={name: c.connected.is_set() for name, c in self.clients.items()},
+            last_reading_age_s=round(time.time() - last, 3) if last else None,
+            outbox_depth=self.pipeline.outbox.depth(),
+            backend=self.pipeline.scorer.backend_name,
+            degraded=self.pipeline.gate.pressure,
+        )
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS=."""
+        h = self.health()
+        links = " ".join(f"{k}={'up' if v else 'down'}" for k, v in h.connected.items())
+        degraded = " DEGRADED" if h.degraded else ""
+        return (
+            f"{links} backend={h.backend} outbox={h.outbox_depth} "
+            f"last_reading_age={h.last_reading_age_s}s{degraded}"
+        )
 
 
-async def _drain(pipeline: Pipeline) -> None:
-    while pipeline.outbox.depth():  # noqa: ASYNC110 - only at stop, bounded by a timeout
+async def _drain(agent: Agent) -> None:
+    while agent.pipeline.outbox.depth():  # noqa: ASYNC110 - only at stop, bounded by a timeout
         await asyncio.sleep(0.05)
+
+
+def _signal_handlers(
+    loop: asyncio.AbstractEventLoop, stop: asyncio.Event, reload: Callable[[], None]
+) -> list[int]:
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    return [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
+
+
+async def _connect(agent: Agent, stack: AsyncExitStack) -> tuple[MqttClient, list[Source]]:
+    """Open the uplink and the configured sources; each reconnects on its own."""
+    settings = agent.settings
+    await stack.enter_async_context(HttpEndpoint(settings.service, agent.health))
+    uplink = await stack.enter_async_context(uplink_client(settings, agent.gateway))
+    agent.clients["uplink"] = uplink
+    sources: list[Source] = []
+    if "mqtt" in settings.agent.sources:
+        client_id = settings.mqtt.client_id or f"edge-agent-{agent.gateway}"
+        ingest = await stack.enter_async_context(
+            MqttClient(settings.mqtt, client_id=client_id, name="ingest")
+        )
+        agent.clients["ingest"] = ingest
+        sources.append(
+            await stack.enter_async_context(MqttSource(ingest, settings.ingest, agent.gateway))
+        )
+    if "opcua" in settings.agent.sources:
+        from edge_agent.connectors.opcua import OpcUaSource  # noqa: PLC0415 - optional
+
+        sources.append(await stack.enter_async_context(OpcUaSource(settings.opcua)))
+    uplink.subscribe(
+        agent.retention.request_topic,
+        1,
+        lambda _t, payload: agent.pipeline.answer_evidence_request(payload),
+    )
+    return uplink, sources
+
+
+def _background(
+    tg: asyncio.TaskGroup,
+    agent: Agent,
+    uplink: MqttClient,
+    notifier: Notifier,
+    pressure: Pressure,
+) -> list[asyncio.Task[None]]:
+    """Start the agent's long-running tasks other than intake and delivery."""
+    settings = agent.settings
+    tasks = [
+        tg.create_task(agent.run_pipeline(), name="pipeline"),
+        tg.create_task(agent.pipeline.run_retention(), name="retention"),
+        tg.create_task(pressure.run(), name="pressure"),
+        tg.create_task(notifier.run_watchdog(settings.service.watchdog_ratio), name="watchdog"),
+        tg.create_task(
+            notifier.run_status(agent.status_line, settings.service.status_interval_s),
+            name="status",
+        ),
+    ]
+    if settings.updates.trusted_keys is not None:
+        updates = UpdateService(
+            settings.updates, uplink, settings.agent.state_dir, agent.gateway, agent.activate
+        )
+        tasks.append(tg.create_task(updates.run(), name="updates"))
+    return tasks
 
 
 async def run_agent(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run the agent until `stop` is set or SIGTERM/SIGINT arrives, then stop in order.
 
     Shutdown order: stop intake, score the windows in flight into the outbox, give the
-    outbox `shutdown_timeout_s` to deliver, disconnect. What is not delivered stays in the
-    outbox for the next start.
+    outbox `shutdown_timeout_s` to deliver, publish `offline`, disconnect. What is not
+    delivered stays in the outbox for the next start.
     """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    gateway = gateway_id(settings)
-    structlog.contextvars.bind_contextvars(gateway=gateway)
-    pipeline = await asyncio.to_thread(build_pipeline, settings)
+    structlog.contextvars.bind_contextvars(gateway=gateway_id(settings))
+    notifier = Notifier()
+    agent = await asyncio.to_thread(Agent, settings)
     log.info(
         "model loaded",
-        model=pipeline.scorer.manifest.name,
-        version=pipeline.scorer.manifest.version,
-        backend=pipeline.scorer.backend_name,
+        model=agent.pipeline.scorer.manifest.name,
+        version=agent.pipeline.scorer.manifest.version,
+        backend=agent.pipeline.scorer.backend_name,
+        bundle=agent.bundle.version if agent.bundle else "shipped",
     )
-    client_id = settings.mqtt.client_id or f"edge-agent-{gateway}"
+    handled = _signal_handlers(loop, stop, agent.reload_rules)
+    if install_debug_stall(loop, settings.service.debug_stall_s):
+        handled.append(signal.SIGUSR2)
+    pressure = Pressure(settings.service, backlog=lambda: agent.pipeline.frames.pending)
+    pressure.subscribe(agent.pipeline.set_pressure)
     try:
         async with AsyncExitStack() as stack:
-            ingest = await stack.enter_async_context(
-                MqttClient(settings.mqtt, client_id=client_id, name="ingest")
-            )
-            up_settings = _uplink_mqtt(settings)
-            uplink = ingest
-            if up_settings is not None:
-                uplink = await stack.enter_async_context(
-                    MqttClient(up_settings, client_id=f"{client_id}-uplink", name="uplink")
-                )
-            sources: list[Source] = []
-            if "mqtt" in settings.agent.sources:
-                sources.append(
-                    await stack.enter_async_context(MqttSource(ingest, settings.ingest, gateway))
-                )
+            uplink, sources = await _connect(agent, stack)
             async with asyncio.TaskGroup() as tg:
                 intake = [
-                    tg.create_task(_feed(s, pipeline), name=f"ingest-{i}")
-                    for i, s in enumerate(sources)
+                    tg.create_task(agent.feed(s), name=f"ingest-{i}") for i, s in enumerate(sources)
                 ]
-                work = tg.create_task(pipeline.run(), name="pipeline")
-                delivery = tg.create_task(pipeline.outbox.deliver(MqttSink(uplink)), name="outbox")
+                background = _background(tg, agent, uplink, notifier, pressure)
+                delivery = tg.create_task(agent.deliver(MqttSink(uplink)), name="outbox")
+                agent.ready = True
+                notifier.ready(agent.status_line())
                 log.info("agent running", sources=settings.agent.sources)
                 await stop.wait()
+                notifier.stopping()
                 log.info("stopping", timeout_s=settings.agent.shutdown_timeout_s)
-                for task in intake:
+                for task in (*intake, *background):
                     task.cancel()
-                work.cancel()
-                await pipeline.step()  # windows already cut go to the outbox
+                await agent.pipeline.flush()  # windows already cut and evidence go out
                 try:
-                    await asyncio.wait_for(_drain(pipeline), settings.agent.shutdown_timeout_s)
+                    await asyncio.wait_for(_drain(agent), settings.agent.shutdown_timeout_s)
                 except TimeoutError:
-                    log.warning("outbox not drained at stop", depth=pipeline.outbox.depth())
+                    log.warning("outbox not drained at stop", depth=agent.pipeline.outbox.depth())
                 delivery.cancel()
     finally:
+        agent.ready = False
         with contextlib.suppress(Exception):
-            await pipeline.outbox.close()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+            await agent.pipeline.outbox.close()
+        agent.retention.close()
+        notifier.close()
+        for sig in handled:
             loop.remove_signal_handler(sig)
     log.info("stopped")

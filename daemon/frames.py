@@ -61,7 +61,7 @@ class FrameBuilder:
         self.window = window
         self.hop = hop
         self._index = {name: i for i, name in enumerate(self.signals)}
-        self._settings = settings
+        self.settings = settings
         self._assets: dict[str, _AssetFrame] = {}
         self._pending: deque[Window] = deque()
         self._dropped = {
@@ -114,7 +114,7 @@ class FrameBuilder:
         self._assets.pop(asset, None)
 
     def _new_frame(self, asset: str, ts: float) -> _AssetFrame | None:
-        if len(self._assets) >= self._settings.max_assets:
+        if len(self._assets) >= self.settings.max_assets:
             self._dropped["too_many_assets"].inc()
             return None
         # The first tick at or after the first reading: nothing before it is known.
@@ -126,7 +126,7 @@ class FrameBuilder:
         """Emit a row for every tick strictly before `ts`."""
         rate = self.rate_hz
         last_tick = math.ceil(ts * rate) - 1
-        if (last_tick - frame.next_tick) / rate > self._settings.max_gap_s:
+        if (last_tick - frame.next_tick) / rate > self.settings.max_gap_s:
             log.info(
                 "frame restarted after a gap",
                 asset=asset,
@@ -135,7 +135,7 @@ class FrameBuilder:
             frame.filled = 0
             frame.since_emit = 0
             frame.next_tick = last_tick
-        stale_after = self._settings.stale_after_s
+        stale_after = self.settings.stale_after_s
         for tick in range(frame.next_tick, last_tick + 1):
             tick_ts = tick / rate
             row = frame.ring[frame.pos]
@@ -154,7 +154,7 @@ class FrameBuilder:
         if np.isnan(values).any():
             metrics.WINDOWS.labels("incomplete").inc()
             return
-        if len(self._pending) >= self._settings.max_pending_windows:
+        if len(self._pending) >= self.settings.max_pending_windows:
             self._pending.popleft()
             metrics.WINDOWS.labels("dropped").inc()
         self._pending.append(Window(asset, ts, values))

@@ -33,7 +33,7 @@ class Gate:
     """Chooses windows for the model and keeps each asset's normal baseline."""
 
     def __init__(self, settings: GateSettings, n_signals: int) -> None:
-        self._settings = settings
+        self.settings = settings
         self._n = n_signals
         self._assets: dict[str, _Baseline] = {}
         self.pressure = False  # set by the daemon when the event loop or backlog is overloaded
@@ -44,7 +44,7 @@ class Gate:
 
     def select(self, windows: Sequence[Window], backlog: int) -> list[Window]:
         """Return the windows that need the model; count the others as skipped."""
-        s = self._settings
+        s = self.settings
         under_load = self.pressure or (s.mode == "adaptive" and backlog > s.backlog_high)
         if not under_load or not windows:
             return list(windows)
@@ -66,7 +66,7 @@ class Gate:
 
     def learn(self, windows: Sequence[Window], normal: Sequence[bool]) -> None:
         """Fold the means of the windows judged normal into their assets' baselines."""
-        alpha = self._settings.ewma_alpha
+        alpha = self.settings.ewma_alpha
         for w, ok in zip(windows, normal, strict=True):
             if not ok:
                 continue

@@ -8,6 +8,8 @@ whatever windows are complete, in one batch across all assets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -15,13 +17,15 @@ import numpy as np
 import structlog
 
 from edge_agent.daemon import metrics
+from edge_agent.daemon.frames import FrameBuilder
+from edge_agent.daemon.gate import Gate
 from edge_agent.daemon.readings import Outgoing, Priority, Reading, WindowResult
 from edge_agent.daemon.stats import window_stats
 
 if TYPE_CHECKING:
-    from edge_agent.daemon.frames import FrameBuilder, Window
-    from edge_agent.daemon.gate import Gate
+    from edge_agent.daemon.frames import Window
     from edge_agent.daemon.outbox import Outbox
+    from edge_agent.daemon.retention import Retention
     from edge_agent.models.scorer import Scorer
     from edge_agent.rules.engine import Advisor, Recommendation
 
@@ -40,24 +44,92 @@ class Pipeline:
         advisor: Advisor,
         outbox: Outbox,
         topic_prefix: str,
+        retention: Retention | None = None,
+        retention_interval_s: float = 1.0,
     ) -> None:
         self.frames = frames
         self.gate = gate
         self.scorer = scorer
         self.advisor = advisor
         self.outbox = outbox
+        self.retention = retention
         self._prefix = topic_prefix
         self._wake = asyncio.Event()
+        self._retention_interval = retention_interval_s
+        self._replies: list[Outgoing] = []
+        self._reply_wake = asyncio.Event()
         self.last_reading_ts = 0.0
+        self.last_reading_wall = 0.0
 
     def ingest(self, readings: Sequence[Reading]) -> None:
         """Add a batch of readings; wakes the pipeline task when windows are ready."""
         if not readings:
             return
         self.frames.ingest(readings)
+        if self.retention is not None:
+            self.retention.ingest(readings)
         self.last_reading_ts = readings[-1].ts
+        self.last_reading_wall = time.time()
         if self.frames.pending:
             self._wake.set()
+
+    def replace(self, scorer: Scorer, advisor: Advisor) -> None:
+        """Swap in a new model and rule pack (bundle activation) between two batches.
+
+        Frames are kept when the new model reads the same grid; otherwise they restart.
+        """
+        old, new = self.scorer.manifest, scorer.manifest
+        if (old.signals, old.rate_hz, old.window, old.hop) != (
+            new.signals,
+            new.rate_hz,
+            new.window,
+            new.hop,
+        ):
+            self.frames = FrameBuilder(
+                new.signals, new.rate_hz, new.window, new.hop, self.frames.settings
+            )
+            self.gate = Gate(self.gate.settings, len(new.signals))
+            log.warning("model reads another grid: frames restarted", model=new.version)
+        self.scorer = scorer
+        self.advisor = advisor
+
+    def set_pressure(self, engaged: bool) -> None:
+        """Degraded mode: the gate raises its bar and history digests thin out."""
+        self.gate.pressure = engaged
+
+    def answer_evidence_request(self, payload: bytes) -> None:
+        """Queue the reply to an evidence request (called from the MQTT callback)."""
+        if self.retention is None:
+            return
+        self._replies.append(self.retention.handle_request(payload))
+        self._reply_wake.set()
+
+    async def run_retention(self) -> None:
+        """Move evidence, digests and replies to the outbox until cancelled.
+
+        Under pressure, digests are taken ten times less often (they are the lowest class).
+        """
+        ticks = 0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reply_wake.wait(), self._retention_interval)
+            self._reply_wake.clear()
+            ticks += 1
+            await self._move_retention(digests=not self.gate.pressure or ticks % 10 == 0)
+
+    async def _move_retention(self, *, digests: bool) -> None:
+        msgs, self._replies = self._replies, []
+        if self.retention is not None:
+            msgs += self.retention.take_evidence()
+            if digests:
+                msgs += self.retention.take_digests()
+        if msgs:
+            await self.outbox.put(msgs)
+
+    async def flush(self) -> None:
+        """At stop: score what is pending and hand evidence and digests to the outbox."""
+        await self.step()
+        await self._move_retention(digests=True)
 
     async def run(self) -> None:
         """Score windows as they become ready, until cancelled."""
@@ -75,6 +147,16 @@ class Pipeline:
             return 0
         results = self._score(chosen)
         recs = self.advisor.evaluate(results)
+        if recs and self.retention is not None:
+            for rec in recs:
+                if rec.kind == "raise":
+                    ts = rec.payload.get("window_ts")
+                    rec.payload["evidence_id"] = self.retention.trigger(
+                        rec.asset,
+                        float(ts) if isinstance(ts, int | float) else time.time(),
+                        reason=str(rec.payload.get("rule_id", rec.kind)),
+                        publish=rec.severity == "critical",
+                    )
         if recs:
             await self.outbox.put([self._outgoing(r) for r in recs])
             for rec in recs:

@@ -52,7 +52,12 @@ class Broker:
         """Start mosquitto and wait until it accepts connections."""
         with self.log.open("ab") as log:
             self._proc = subprocess.Popen(  # noqa: S603 - fixed binary, our own config
-                [MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT
+                [MOSQUITTO, "-c", str(self.conf)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # Its own session: a Ctrl-C on the demo must not kill the broker before the
+                # agent has published `offline` and drained its outbox.
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -56,23 +56,6 @@ PUBLISHED = Counter(
 RECONNECTS = Counter(
     "edge_reconnects_total", "Connector reconnects.", ["connector"], registry=REGISTRY
 )
-RECOMMENDATIONS_SUPPRESSED = Counter(
-    "edge_recommendations_suppressed_total",
-    "Raises a rule held back, by reason (cooldown).",
-    ["reason"],
-    registry=REGISTRY,
-)
-RULE_ERRORS = Counter(
-    "edge_rule_errors_total",
-    "Rule conditions that failed to evaluate (taken as false), by rule id.",
-    ["rule"],
-    registry=REGISTRY,
-)
-ADVISOR_ASSETS_EVICTED = Counter(
-    "edge_advisor_assets_evicted_total",
-    "Assets whose rule state was dropped because rules.max_assets was reached.",
-    registry=REGISTRY,
-)
 BUNDLE_EVENTS = Counter(
     "edge_bundle_events_total",
     "Bundle store events: rollback, recovered, current_damaged, job_record_pruned.",
@@ -90,10 +73,21 @@ SCORING_ERRORS = Counter(
     "Model calls that raised; a bundle in probation fails if this grows.",
     registry=REGISTRY,
 )
-BACKEND_FAILURES = Counter(
-    "edge_model_backend_failures_total",
-    "Model backends that failed to load or to run, by backend and stage (load, run).",
-    ["backend", "stage"],
+OPCUA_BUFFERED = Gauge(
+    "edge_opcua_buffered_readings",
+    "OPC UA readings waiting between the connector and the frames.",
+    registry=REGISTRY,
+)
+OPCUA_NODES = Gauge(
+    "edge_opcua_nodes",
+    "Configured OPC UA nodes by state: active, missing (not found on the server).",
+    ["state"],
+    registry=REGISTRY,
+)
+OPCUA_FAILURES = Counter(
+    "edge_opcua_failures_total",
+    "OPC UA connection attempts or sessions that failed, by kind.",
+    ["kind"],
     registry=REGISTRY,
 )
 LOOP_LAG = Histogram(
@@ -148,21 +142,21 @@ DEADLETTER_DROPPED = Counter(
     "Rejected messages not republished to the dead-letter topic (not connected, backlog).",
     registry=REGISTRY,
 )
-OPCUA_BUFFERED = Gauge(
-    "edge_opcua_buffered_readings",
-    "OPC UA readings waiting between the connector and the frames.",
+RECOMMENDATIONS_SUPPRESSED = Counter(
+    "edge_recommendations_suppressed_total",
+    "Raises a rule held back, by reason (cooldown).",
+    ["reason"],
     registry=REGISTRY,
 )
-OPCUA_NODES = Gauge(
-    "edge_opcua_nodes",
-    "Configured OPC UA nodes by state: active, missing (not found on the server).",
-    ["state"],
+RULE_ERRORS = Counter(
+    "edge_rule_errors_total",
+    "Rule conditions that failed to evaluate (taken as false), by rule id.",
+    ["rule"],
     registry=REGISTRY,
 )
-OPCUA_FAILURES = Counter(
-    "edge_opcua_failures_total",
-    "OPC UA connection attempts or sessions that failed, by kind.",
-    ["kind"],
+ADVISOR_ASSETS_EVICTED = Counter(
+    "edge_advisor_assets_evicted_total",
+    "Assets whose rule state was dropped because rules.max_assets was reached.",
     registry=REGISTRY,
 )
 RETENTION_BYTES = Gauge(
@@ -181,6 +175,19 @@ RETENTION_EVICTIONS = Counter(
 EVIDENCE_RECORDS = Counter(
     "edge_evidence_records_total",
     "Evidence records by outcome: complete, cut (frozen early), refused (over the budget).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+BACKEND_FAILURES = Counter(
+    "edge_model_backend_failures_total",
+    "Model backends that failed to load or to run, by backend and stage (load, run).",
+    ["backend", "stage"],
+    registry=REGISTRY,
+)
+
+RELOADS = Counter(
+    "edge_rule_reloads_total",
+    "Rule pack reloads (SIGHUP), by outcome.",
     ["outcome"],
     registry=REGISTRY,
 )

@@ -1,13 +1,15 @@
 """The default pack on real simulator traces through the real model (issue 6, acceptance 1).
 
 Each default rule must fire on its fault scenario, and the whole pack must stay silent
-through 24 simulated hours of normal operation with load changes, stops and starts. The
+through 24 simulated hours of normal operation with load changes, stops and starts; an
+anomaly no class fits is escalated for review (acceptance 6) rather than guessed. The
 chain is the pipeline's: windows cut at the manifest's length and hop, the shipped ONNX
 model via Scorer, the gate's EWMA baselines, `window_stats`, then the Advisor.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from functools import cache
 
@@ -136,3 +138,18 @@ def test_rule_fires_on_its_fault_and_is_silent_on_a_normal_day(rule_id: str) -> 
         assert not [r for r in recs if r.kind == "needs_review"], describe(recs)
         # The injected faults never go away: no false all-clear either.
         assert not [r for r in recs if r.kind == "resolved"], describe(recs)
+
+
+def test_an_anomaly_the_model_cannot_name_needs_review_not_a_guess() -> None:
+    # Motor current pulsating +-30% every 10 s (a broken rotor bar, say): nothing the
+    # simulator injects, so no class of the model fits it.
+    trace = simulate("pump-33077", 33_077, HOUR)
+    values = trace.values.copy()
+    t = np.arange(values.shape[0] - 1800, dtype=np.float64)
+    values[1800:, 2] *= 1.0 + 0.3 * np.sin(2.0 * np.pi * t / 10.0)
+    recs = replay([dataclasses.replace(trace, values=values)])
+    assert [r.kind for r in recs] == ["needs_review"], describe(recs)
+    (rec,) = recs
+    assert rec.payload["cause"] is None
+    assert float(str(rec.payload["window_ts"])) - float(trace.ts[1800]) <= 60.0
+    assert rec.payload["signals"][0]["signal"] == "current"  # type: ignore[index]

@@ -103,6 +103,14 @@ class LiteRtBackend:
 @register("litert")
 def create(manifest: Manifest, options: BackendOptions) -> LiteRtBackend:
     """Registry entry: the manifest's TFLite artifact at the requested precision."""
+    if RUNTIME == "tflite_runtime" and options.precision == "int8":
+        # Measured: tflite-runtime 2.14's hybrid FULLY_CONNECTED ignores per-channel weight
+        # scales and picks the right class on half of the windows. Refusing here lets the
+        # chain move on instead of scoring wrongly.
+        raise ModelError(
+            "EDGE_MODEL__PRECISION=int8: the int8 TFLite model needs ai_edge_litert; "
+            "tflite_runtime computes its per-channel int8 layers wrongly"
+        )
     return LiteRtBackend(
         manifest.artifact("tflite", options.precision),
         options.litert_delegates,

@@ -30,7 +30,7 @@ from edge_agent.connectors.mapping import PayloadMapper, Rejected
 from edge_agent.daemon import metrics
 from edge_agent.daemon.errors import ConfigError, ConnectorError
 from edge_agent.daemon.logs import RateLimited
-from edge_agent.daemon.readings import Outgoing, Reading
+from edge_agent.daemon.readings import Outgoing, Priority, Reading, new_id
 from edge_agent.daemon.settings import IngestSettings, MqttSettings, Settings
 
 if TYPE_CHECKING:
@@ -478,6 +478,7 @@ def uplink_mqtt_settings(settings: Settings) -> MqttSettings:
     """The uplink's MqttSettings: EDGE_MQTT with EDGE_UPLINK's host, port, session, TLS."""
     up = settings.uplink
     changes: dict[str, object] = {
+        "protocol": up.protocol,
         "session_expiry_s": up.session_expiry_s,
         "max_inflight": up.max_inflight,
     }
@@ -500,6 +501,30 @@ def uplink_mqtt_settings(settings: Settings) -> MqttSettings:
     if up.port:
         changes["port"] = up.port
     return settings.mqtt.model_copy(update=changes)
+
+
+def status_topic(settings: Settings, gateway_id: str) -> str:
+    """The retained status topic: `<uplink prefix>/status`."""
+    return f"{settings.uplink.topic_prefix.format(gateway=gateway_id)}/status"
+
+
+def uplink_client(settings: Settings, gateway_id: str) -> MqttClient:
+    """The uplink client: retained `online` on every connect, Will and clean stop `offline`."""
+    topic = status_topic(settings, gateway_id)
+    will = Outgoing(
+        topic, b"offline", new_id(), key=gateway_id, priority=Priority.STATUS, qos=1, retain=True
+    )
+    online = will._replace(payload=b"online", msg_id=new_id())
+    # Its own client id: sharing the sensor client's would make the broker kick one out.
+    client_id = f"{settings.mqtt.client_id or f'edge-agent-{gateway_id}'}-uplink"
+    return MqttClient(
+        uplink_mqtt_settings(settings),
+        client_id=client_id,
+        name="uplink",
+        will=will,
+        online=online,
+        env_prefix="EDGE_UPLINK__" if settings.uplink.tls_ca is not None else "EDGE_MQTT__",
+    )
 
 
 def _strip_share(topic_filter: str) -> str:

@@ -1,0 +1,183 @@
+"""TLS to a real mosquitto with `require_certificate`, using a test CA made here."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from structlog.testing import capture_logs
+
+from edge_agent.connectors.mqtt import MqttClient
+from edge_agent.daemon.errors import ConfigError
+from edge_agent.daemon.readings import Outgoing, new_id
+from edge_agent.daemon.settings import MqttSettings
+from tests.broker import Broker
+
+PASSPHRASE = "correct horse battery staple"
+Key = ec.EllipticCurvePrivateKey
+
+
+def _cert(
+    subject: str, key: Key, issuer: tuple[x509.Certificate, Key] | None, *, ca: bool
+) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer[0].subject if issuer else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    else:
+        san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+        builder = builder.add_extension(san, critical=False)
+    return builder.sign(issuer[1] if issuer else key, hashes.SHA256())
+
+
+def _write(path: Path, cert: x509.Certificate | None = None, key: Key | None = None) -> Path:
+    if cert is not None:
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    if key is not None:
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.BestAvailableEncryption(PASSPHRASE.encode())
+                if path.name == "client.key"
+                else serialization.NoEncryption(),
+            )
+        )
+    path.chmod(0o644)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pki() -> Iterator[Path]:
+    """Two CAs; a broker certificate from each; a client certificate from the first."""
+    # Not under tmp_path (0700): mosquitto started as root reads as its own user.
+    d = Path(tempfile.mkdtemp(prefix="edge-pki-"))
+    d.chmod(0o755)
+    for ca_name in ("ca", "other-ca"):
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca = _cert(f"edge test {ca_name}", ca_key, None, ca=True)
+        _write(d / f"{ca_name}.pem", ca)
+        srv_key = ec.generate_private_key(ec.SECP256R1())
+        _write(d / f"{ca_name}-server.pem", _cert("broker", srv_key, (ca, ca_key), ca=False))
+        _write(d / f"{ca_name}-server.key", key=srv_key)
+        if ca_name == "ca":
+            cli_key = ec.generate_private_key(ec.SECP256R1())
+            _write(d / "client.pem", _cert("gateway-7", cli_key, (ca, ca_key), ca=False))
+            _write(d / "client.key", key=cli_key)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def tls_broker(pki: Path, server: str) -> Broker:
+    broker = Broker(
+        extra_conf=f"cafile {pki / 'ca.pem'}\ncertfile {pki / server}.pem\n"
+        f"keyfile {pki / server}.key\nrequire_certificate true\n"
+    )
+    broker.start()
+    return broker
+
+
+def settings(broker: Broker, pki: Path, **kw: object) -> MqttSettings:
+    base: dict[str, object] = {
+        "host": broker.host,
+        "port": broker.port,
+        "reconnect_min_s": 0.05,
+        "reconnect_max_s": 0.2,
+        "tls_ca": pki / "ca.pem",
+        "tls_cert": pki / "client.pem",
+        "tls_key": pki / "client.key",
+        "tls_key_password": PASSPHRASE,
+    }
+    return MqttSettings.model_validate(base | kw)
+
+
+def assert_no_secrets(logs: Sequence[Mapping[str, object]], out: str, pki: Path) -> None:
+    text = repr(logs) + out
+    assert PASSPHRASE not in text
+    assert str(pki / "client.key") not in text
+    assert "client.key" not in text
+
+
+async def test_client_certificate_from_credentials_directory(
+    pki: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    broker = tls_broker(pki, "ca-server")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(pki))
+    try:
+        with capture_logs() as logs:
+            s = settings(broker, pki, tls_key=Path("client.key"))  # found via systemd creds
+            async with MqttClient(s, client_id="gw7", name="uplink") as client:
+                await asyncio.wait_for(client.connected.wait(), 10)
+                await client.publish(Outgoing("tls/x", b"hello", new_id()))
+        assert any(e["event"] == "mqtt_connected" for e in logs)
+        assert_no_secrets(logs, capfd.readouterr().out, pki)
+    finally:
+        broker.close()
+
+
+async def test_broker_from_another_ca_is_refused_clearly(
+    pki: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    broker = tls_broker(pki, "other-ca-server")
+    try:
+        with capture_logs() as logs:
+            async with MqttClient(settings(broker, pki), client_id="gw7", name="up") as client:
+                async with asyncio.timeout(10):
+                    while not any(e["event"] == "mqtt_connect_failed" for e in logs):
+                        await asyncio.sleep(0.05)
+                assert not client.connected.is_set()
+        failure = next(e for e in logs if e["event"] == "mqtt_connect_failed")
+        assert "not trusted by EDGE_MQTT__TLS_CA" in str(failure["error"])
+        assert "certificate verify failed" in str(failure["error"]) or "unable to get" in str(
+            failure["error"]
+        )
+        assert_no_secrets(logs, capfd.readouterr().out, pki)
+    finally:
+        broker.close()
+
+
+def test_wrong_passphrase_names_the_setting_not_the_secret(pki: Path) -> None:
+    broker = Broker()  # never started: the error comes before any connection
+    try:
+        with pytest.raises(ConfigError) as info:
+            MqttClient(settings(broker, pki, tls_key_password="wrong"), client_id="x", name="x")
+        text = str(info.value)
+        assert "EDGE_MQTT__TLS_KEY_PASSWORD" in text
+        assert "wrong" not in text.replace("wrong EDGE_MQTT", "")
+        assert PASSPHRASE not in text
+        assert "client.key" not in text
+    finally:
+        broker.close()

@@ -1,0 +1,88 @@
+"""Overload the real agent: degraded mode engages, advice still flows, the mode clears."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from edge_agent.simulator.broker import Broker
+from edge_agent.simulator.plant import FaultSpec, PumpStream
+from tests.agent_proc import AgentProcess, Listener
+from tests.broker import free_port
+
+START = 1_750_000_000.0
+
+# Until daemon/app.py starts the service pieces (notify, HTTP endpoint, pressure) there is
+# nothing to test at process level; remove this mark when wiring them (issue 8).
+_APP = (Path(__file__).resolve().parent.parent / "daemon" / "app.py").read_text()
+pytestmark = pytest.mark.skipif(
+    not all(name in _APP for name in ("Notifier", "HttpEndpoint", "Pressure")),
+    reason="daemon/app.py does not start the service pieces yet (issue 8 wiring)",
+)
+HEALTHY = 40
+SECONDS = 1200
+CHUNK_S = 100
+
+
+def _gauge(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    )
+
+
+def test_overload_engages_degraded_mode_advice_continues_and_it_clears(
+    broker: Broker, tmp_path: Path
+) -> None:
+    port = free_port()
+    agent = AgentProcess(
+        broker,
+        tmp_path / "state",
+        env={
+            "EDGE_SERVICE__HTTP_PORT": str(port),
+            "EDGE_SERVICE__LAG_INTERVAL_S": "0.05",
+            "EDGE_SERVICE__LAG_HIGH_S": "0.1",
+            "EDGE_SERVICE__LAG_LOW_S": "0.03",
+            "EDGE_SERVICE__CLEAR_AFTER_S": "1",
+        },
+    )
+    listener = Listener(broker, "edge-agent/gw-test/recommendations/#")
+    pumps = [PumpStream("pump-bad", seed=1, start_ts=START, fault=FaultSpec("cavitation", 600.0))]
+    pumps += [PumpStream(f"pump-{i}", seed=10 + i, start_ts=START) for i in range(HEALTHY)]
+    agent.start()
+    try:
+        agent.wait_for_log("agent running")
+        time.sleep(0.5)  # the agent's SUBACK
+        assert _gauge(port, "edge_degraded") == 0
+        for _ in range(SECONDS // CHUNK_S):
+            for pump in pumps:
+                rows = [pump.step() for _ in range(CHUNK_S)]
+                body = json.dumps([{"ts": t, **v} for t, v in rows]).encode()
+                listener.publish(f"plant/{pump.asset}/telemetry", body)
+        agent.wait_for_log("degraded mode", timeout_s=60)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and _gauge(port, "edge_degraded") != 0:
+            time.sleep(0.2)
+        assert _gauge(port, "edge_degraded") == 0, agent.log_text()
+        time.sleep(0.5)
+        received = [json.loads(p) for _, p in listener.drain()]
+    finally:
+        agent.kill()
+        listener.close()
+
+    events = [(x.get("event"), x.get("state"), x.get("asset")) for x in agent.lines]
+    engaged = events.index(("degraded mode", "engaged", None))
+    cleared = events.index(("degraded mode", "cleared", None))
+    assert engaged < cleared
+    during = [e for e in events[engaged:cleared] if e[0] == "recommendation"]
+    assert any(asset == "pump-bad" for _, _, asset in during), events
+    assert "pump-bad" in {r["asset"] for r in received}, received

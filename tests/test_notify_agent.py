@@ -21,14 +21,6 @@ from tests.broker import free_port
 
 START = 1_750_000_000.0
 
-# Until daemon/app.py starts the service pieces (notify, HTTP endpoint, pressure) there is
-# nothing to test at process level; remove this mark when wiring them (issue 8).
-_APP = (Path(__file__).resolve().parent.parent / "daemon" / "app.py").read_text()
-pytestmark = pytest.mark.skipif(
-    not all(name in _APP for name in ("Notifier", "HttpEndpoint", "Pressure")),
-    reason="daemon/app.py does not start the service pieces yet (issue 8 wiring)",
-)
-
 
 @pytest.fixture
 def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:

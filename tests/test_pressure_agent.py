@@ -7,7 +7,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge_agent.simulator.broker import Broker
@@ -16,14 +15,6 @@ from tests.agent_proc import AgentProcess, Listener
 from tests.broker import free_port
 
 START = 1_750_000_000.0
-
-# Until daemon/app.py starts the service pieces (notify, HTTP endpoint, pressure) there is
-# nothing to test at process level; remove this mark when wiring them (issue 8).
-_APP = (Path(__file__).resolve().parent.parent / "daemon" / "app.py").read_text()
-pytestmark = pytest.mark.skipif(
-    not all(name in _APP for name in ("Notifier", "HttpEndpoint", "Pressure")),
-    reason="daemon/app.py does not start the service pieces yet (issue 8 wiring)",
-)
 HEALTHY = 40
 SECONDS = 1200
 CHUNK_S = 100

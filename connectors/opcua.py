@@ -84,10 +84,20 @@ class OpcUaSource:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        task = self._task
+        if task is None:
+            return
+        # asyncua swallows a CancelledError that lands inside its disconnect (it cancels
+        # its own tasks and ignores what comes back), so one cancel may not be enough.
+        for _ in range(3):
+            task.cancel()
+            await asyncio.wait({task}, timeout=self._settings.timeout_s + 1)
+            if task.done():
+                break
+        else:
+            log.error("OPC UA source did not stop", endpoint=self._settings.endpoint)
+        if task.done() and not task.cancelled() and (error := task.exception()) is not None:
+            raise error
 
     async def batches(self) -> AsyncIterator[list[Reading]]:
         """Yield readings in arrival order, at most `max_batch` at a time."""
@@ -123,6 +133,9 @@ class OpcUaSource:
                 raise
             except Exception as exc:  # noqa: BLE001 - whatever asyncua raises, the loop must go on
                 self._failed(exc)
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise asyncio.CancelledError  # a cancel asyncua swallowed while closing
             if time.monotonic() - started > 2 * self._settings.reconnect_max_s:
                 delay = self._settings.reconnect_min_s  # the session was healthy for a while
             # Full jitter keeps a fleet of gateways from reconnecting in lockstep.

@@ -249,6 +249,9 @@ class MqttClient:
     def _add_socket(self, sock: Any) -> None:
         assert self._loop is not None
         self._sock = sock
+        # paho leaves Nagle on: the last publish of a burst would wait for the broker's ACK.
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._loop.add_reader(sock, self._on_readable)
 
     def _on_socket_close(self, _c: paho.Client, _u: object, sock: Any) -> None:

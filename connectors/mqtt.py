@@ -357,15 +357,23 @@ class MqttClient:
     def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
         subs = self._subs
         payload = cast("bytes", msg.payload)  # paho reads into bytes; the union is for senders
-        if len(subs) == 1:
-            for _, handler in subs.values():
-                handler(msg.topic, payload)
-            return
         topic = msg.topic
-        for topic_filter, (_, handler) in subs.items():
-            if paho.topic_matches_sub(_strip_share(topic_filter), topic):
-                handler(topic, payload)
+        try:
+            if len(subs) == 1:
+                for _, handler in subs.values():
+                    handler(topic, payload)
                 return
+            # Like paho's message_callback_add: every subscription that matches gets it.
+            for topic_filter, (_, handler) in list(subs.items()):
+                if paho.topic_matches_sub(_strip_share(topic_filter), topic):
+                    handler(topic, payload)
+        except Exception:
+            # Raised into paho, it would leave the half-read packet state behind and kill
+            # the connection: count it, log it (rate-limited), keep reading.
+            metrics.CALLBACK_ERRORS.labels(self.name).inc()
+            held = self._limited.allow("handler")
+            if held is not None:
+                log.exception("mqtt_handler_failed", client=self.name, topic=topic, held_back=held)
 
     def _on_publish(
         self, _c: paho.Client, _u: object, mid: int, reason: ReasonCode, _p: Properties

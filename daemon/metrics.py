@@ -191,3 +191,9 @@ RELOADS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+CALLBACK_ERRORS = Counter(
+    "edge_mqtt_callback_errors_total",
+    "Exceptions raised by a message handler of an MQTT client (a bug: see the log).",
+    ["client"],
+    registry=REGISTRY,
+)

@@ -259,3 +259,27 @@ async def test_full_buffer_drops_newest_and_counts(broker: Broker, topic_root: s
     assert [r.value for r in got[:300]] == [float(i) for i in range(300)]
     assert got[-1].value == 99.0  # the 4th message was cut after 100 readings
     assert sample("edge_readings_dropped_total", {"reason": "buffer_full"}) - before == 501
+
+
+async def test_a_failing_handler_is_counted_and_the_connection_lives(
+    broker: Broker, topic_root: str
+) -> None:
+    good = Collector()
+    calls: list[str] = []
+
+    def broken(topic: str, _payload: bytes) -> None:
+        calls.append(topic)
+        raise RuntimeError("a bug in a handler")
+
+    before = sample("edge_mqtt_callback_errors_total", {"client": "cb"})
+    async with MqttClient(mqtt_settings(broker), client_id="cb", name="cb") as client:
+        client.subscribe(f"{topic_root}/bad", 1, broken)
+        client.subscribe(f"{topic_root}/#", 1, good)
+        await connected(client)
+        await asyncio.sleep(0.2)
+        await client.publish(msg(f"{topic_root}/bad", b"1"))
+        await client.publish(msg(f"{topic_root}/ok", b"2"))
+        await good.wait_for(lambda: (f"{topic_root}/ok", b"2") in good.seen)
+        assert client.connected.is_set()
+    assert calls
+    assert sample("edge_mqtt_callback_errors_total", {"client": "cb"}) - before >= 1

@@ -26,6 +26,7 @@ from edge_agent.daemon.bundle import (
     check_manifest,
     verify_bundle,
 )
+from edge_agent.daemon.bundle_build import model_input_of
 from edge_agent.daemon.bundle_fetch import DownloadError, Job, check_size, fetch
 from edge_agent.daemon.bundle_store import BundleStore, JobRecord, write_atomic
 from edge_agent.daemon.errors import BundleError, EdgeAgentError
@@ -134,6 +135,7 @@ class UpdateService:
         self._queue: asyncio.Queue[Job | _Malformed] = asyncio.Queue(settings.max_pending_jobs)
         self._limited = RateLimited(10.0)
         self._seq = 0
+        self.subscribed = asyncio.Event()  # set once the job topics are subscribed
 
     def topics(self) -> list[str]:
         """The job topics this gateway listens on."""
@@ -212,12 +214,16 @@ class UpdateService:
 
     async def run(self) -> None:
         """Recover, report what a restart left unsaid, resume, then serve jobs until cancelled."""
-        self.store.recover()
+        if self.store.recover() is not None:
+            # A restart interrupted a probation and the link went back: if the agent started
+            # on the unproven bundle (it read `current` before recovery), switch it back too.
+            await self.activate(self.store.current())
         resumed = self._resumable()
         for rec in self.store.unreported():
             await self._report_final(rec)
         for topic in self.topics():
             self.client.subscribe(topic, self.settings.qos, self._on_message)
+        self.subscribed.set()
         if resumed is not None:
             await self._handle(resumed, resumed_job=True)
         while True:
@@ -281,7 +287,12 @@ class UpdateService:
 
     def _expected_input(self) -> dict[str, Any] | None:
         current = self.store.current()
-        return current.model_input if current is not None else self.default_input
+        if current is not None:
+            return current.model_input
+        if self.default_input is None:
+            # No bundle yet and none given: the model shipped with the agent is what runs.
+            self.default_input = model_input_of(None)
+        return self.default_input
 
     async def _install(self, job: Job, *, resumed_job: bool) -> JobRecord:
         version = job.manifest.version

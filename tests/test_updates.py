@@ -56,7 +56,8 @@ class Rig:
 
     async def send(self, payload: bytes, topic: str | None = None) -> None:
         topic = topic or f"{self.root}/{GATEWAY}/jobs/notify"
-        await self.operator.publish(Outgoing(topic, payload, new_id()))
+        # Retained, as `bundle publish` sends jobs: a subscription that lands late still gets it.
+        await self.operator.publish(Outgoing(topic, payload, new_id(), retain=True))
 
     def bundle(self, name: str, version: int, **kw: object) -> Path:
         path = self.tmp / name
@@ -88,6 +89,7 @@ async def rig(broker: Broker, topic_root: str, tmp_path: Path) -> AsyncIterator[
         await operator.connected.wait()
         task = asyncio.create_task(service.run(), name="updates")
         await client.connected.wait()
+        await service.subscribed.wait()
         try:
             yield Rig(service, agent, operator, watcher, state, key, topic_root, tmp_path)
         finally:
@@ -128,8 +130,8 @@ async def test_inline_job_on_the_group_topic(rig: Rig) -> None:
 async def test_same_job_twice_installs_once(rig: Rig) -> None:
     payload = job_bytes(rig.bundle("b2", 2), "job-2")
     await rig.send(payload)
-    await rig.send(payload)
     first = await rig.watcher.until_final("job-2")
+    await rig.send(payload)
     second = await rig.watcher.until_final("job-2")
     assert _flow(first) == SUCCESS_FLOW
     assert _flow(second) == ["SUCCEEDED:"]  # the stored final state, not a second install
@@ -213,7 +215,7 @@ async def test_garbage_job_is_counted_not_run(rig: Rig) -> None:
     before = metrics.REGISTRY.get_sample_value(
         "edge_update_jobs_total", {"status": "dropped", "reason": "invalid"}
     )
-    await rig.send(b"{not json")
+    await rig.send(b"{not json", topic=f"{rig.root}/groups/pumps/jobs/notify")
     await rig.send(job_bytes(rig.bundle("b2", 2), "job-2"))
     await rig.watcher.until_final("job-2")  # the service lived on
     after = metrics.REGISTRY.get_sample_value(

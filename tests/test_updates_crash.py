@@ -45,7 +45,9 @@ def _drive(state: Path, job: Path, keys: Path, port: int, root: str, kill_at: in
     return proc.stdout
 
 
-async def _restart_and_final(state: Path, keys: Path, port: int, root: str, bundle: Path) -> str:
+async def _restart_and_final(
+    state: Path, keys: Path, port: int, root: str, bundle: Path
+) -> tuple[str, list[int | None]]:
     """Start a fresh service over `state`; return job-2's final status it reports."""
     activated: list[int | None] = []
 
@@ -72,7 +74,7 @@ async def _restart_and_final(state: Path, keys: Path, port: int, root: str, bund
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-    return str(states[-1]["status"])
+    return str(states[-1]["status"]), activated
 
 
 async def test_sigkill_at_every_step(broker: Broker, topic_root: str, tmp_path: Path) -> None:
@@ -98,14 +100,20 @@ async def test_sigkill_at_every_step(broker: Broker, topic_root: str, tmp_path: 
         state = fresh(f"kill{kill_at}")
         root = f"{topic_root}/k{kill_at}"
         _drive(state, tmp_path / "job2.json", keys, broker.port, root, kill_at)
-        after_kill = active_bundle(state)  # recovery, as the agent does at start
-        assert after_kill is not None, kill_at
-        assert after_kill.version in (1, 2), kill_at
-        status = await _restart_and_final(state, keys, broker.port, root, tmp_path / "b2")
+        # What `current` names right after the kill, before any recovery: always complete.
+        at_start = BundleStore(state).current()
+        assert at_start is not None, kill_at
+        assert at_start.version in (1, 2), kill_at
+        status, activated = await _restart_and_final(
+            state, keys, broker.port, root, tmp_path / "b2"
+        )
+        assert status in ("SUCCEEDED", "FAILED"), (kill_at, status)
         final = active_bundle(state)
         assert final is not None
         assert final.version == (2 if status == "SUCCEEDED" else 1), (kill_at, status)
-        assert status in ("SUCCEEDED", "FAILED"), (kill_at, status)
+        # The restarted agent ends up running what `current` names, never the other one.
+        running = activated[-1] if activated else at_start.version
+        assert running == final.version, (kill_at, at_start.version, activated)
         assert BundleStore(state).journal() is None
         outcomes[kill_at] = status
     # Killed before the swap, the job resumes and succeeds; killed in probation, it fails.

@@ -608,7 +608,8 @@ class MqttSource:
     def _reject(self, topic: str, payload: bytes, rej: Rejected) -> None:
         metrics.MESSAGES_REJECTED.labels(rej.reason).inc()
         sent = False
-        if self._deadletter:
+        # Never dead-letter a dead letter: a subscription wide enough to see them would loop.
+        if self._deadletter and not topic.startswith(self._deadletter + "/"):
             sent = self._client.publish_nowait(f"{self._deadletter}/{rej.reason}/{topic}", payload)
             if not sent:
                 metrics.DEADLETTER_DROPPED.inc()

@@ -52,6 +52,10 @@ class Outbox(Protocol):
         """Messages waiting (including those in flight)."""
         ...
 
+    def status(self) -> str:
+        """Where messages are kept now: `disk`, or `memory (<why>)` when degraded."""
+        ...
+
     async def close(self) -> None:
         """Release files; messages not yet acknowledged stay for the next start."""
         ...

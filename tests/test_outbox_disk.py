@@ -66,15 +66,20 @@ async def test_byte_cap_bounds_the_file_and_drops_by_policy(tmp_path: Path) -> N
     before = {p: dropped(p) for p in ("digest", "recommendation")}
     digests = [message(i, Priority.DIGEST) for i in range(40)]
     recs = [message(i) for i in range(60)]
-    for m in digests:
-        await outbox.put([m])
-    for m in recs:
-        await outbox.put([m])
     path = tmp_path / "outbox.db"
+    wal = tmp_path / "outbox.db-wal"
+    biggest, biggest_wal = 0, 0
+    for m in [*digests, *recs]:
+        await outbox.put([m])
+        biggest = max(biggest, path.stat().st_size)
+        biggest_wal = max(biggest_wal, wal.stat().st_size if wal.exists() else 0)
     ids = stored_ids(path)
     await outbox.close()
-    # The bound: the main file never passes the cap (whole pages; the WAL is checkpointed in).
+    # The bound: the main file never passes the cap (whole pages, overhead 0); the WAL
+    # beside it stays within its checkpoint size (16 pages at this cap) plus one transaction.
     assert path.stat().st_size <= SMALL
+    assert biggest <= SMALL
+    assert biggest_wal <= 32 + (16 + 4) * (PAGE_SIZE + 24)  # header; frames: page + 24 B
     lost_d = [m.msg_id for m in digests if m.msg_id not in ids]
     lost_r = [m.msg_id for m in recs if m.msg_id not in ids]
     assert lost_d, "the cap was never reached: the test proves nothing"
@@ -85,7 +90,10 @@ async def test_byte_cap_bounds_the_file_and_drops_by_policy(tmp_path: Path) -> N
     assert lost_r == [m.msg_id for m in recs[: len(lost_r)]]
     assert dropped("digest") - before["digest"] == len(lost_d)
     assert dropped("recommendation") - before["recommendation"] == len(lost_r)
-    print(f"cap {SMALL} B: kept {len(ids)}, dropped {len(lost_d)} digests, {len(lost_r)} recs")
+    print(
+        f"cap {SMALL} B: kept {len(ids)}, dropped {len(lost_d)} digests, {len(lost_r)} recs; "
+        f"largest file {biggest} B, largest WAL {biggest_wal} B"
+    )
 
 
 async def test_lower_class_than_everything_stored_is_dropped_itself(tmp_path: Path) -> None:

@@ -1,0 +1,441 @@
+"""Fleet updates against the real agent process and a real mosquitto (issue 9, acceptance 1-5)."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import queue
+import re
+import shutil
+import signal
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from edge_agent.daemon.bundle import read_manifest, sign
+from edge_agent.daemon.bundle_build import describe_files, write_manifest
+from edge_agent.daemon.bundle_cli import register
+from edge_agent.daemon.bundle_fetch import Job
+from edge_agent.daemon.bundle_store import active_bundle
+from edge_agent.models.manifest import default_manifest_path
+from edge_agent.rules.pack import default_pack_path
+from edge_agent.simulator.broker import Broker, free_port
+from edge_agent.simulator.plant import FaultSpec, PumpStream
+from tests.agent_proc import AgentProcess, Listener
+
+GATEWAY = "gw-test"
+JOBS = f"edge-agent/{GATEWAY}/jobs/notify"
+STATES = f"edge-agent/{GATEWAY}/jobs/state"
+FINAL = ("SUCCEEDED", "FAILED", "REJECTED")
+START = 1_750_000_000.0
+
+
+def _cli(*argv: str) -> None:
+    parser = argparse.ArgumentParser(prog="edge-agent")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(argv))
+    assert args.func(args) == 0
+
+
+class Ops:
+    """The operator's side: keys, and bundles built with the real commands."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        _cli("bundle", "keygen", "--out", str(tmp / "ops"))
+        self.keys = tmp / "ops.pub"
+        pem = (tmp / "ops.key").read_bytes()
+        key = load_pem_private_key(pem, password=None)
+        assert isinstance(key, Ed25519PrivateKey)
+        self.key = key
+
+    def bundle(
+        self, version: int, *, model_version: str = "1.0.0", pack_version: str = "1.0.0"
+    ) -> Path:
+        """Build and sign a bundle of the shipped model and pack, renamed to these versions."""
+        src = self.tmp / f"src{version}"
+        shutil.copytree(default_manifest_path().parent, src / "model")
+        manifest = json.loads((src / "model" / "manifest.json").read_text())
+        manifest["version"] = model_version
+        (src / "model" / "manifest.json").write_text(json.dumps(manifest))
+        pack = re.sub(
+            r"^version: .*$",
+            f"version: {pack_version}",
+            default_pack_path().read_text(),
+            count=1,
+            flags=re.MULTILINE,
+        )
+        (src / "pump.yaml").write_text(pack)
+        out = self.tmp / f"b{version}"
+        _cli("bundle", "build", "--model", str(src / "model" / "manifest.json"), "--rules",
+             str(src / "pump.yaml"), "--version", str(version), "--out", str(out))  # fmt: skip
+        _cli("bundle", "sign", str(out), "--key", str(self.tmp / "ops.key"))
+        return out
+
+    def resign(
+        self, bundle_dir: Path, key: Ed25519PrivateKey | None = None, **changes: Any
+    ) -> None:
+        """Re-describe the files (after an edit) and sign again, with optional manifest changes."""
+        manifest = read_manifest(bundle_dir)
+        changes.setdefault("files", describe_files(bundle_dir))
+        manifest = msgspec.structs.replace(manifest, **changes)
+        write_manifest(bundle_dir, sign(manifest, key or self.key))
+
+
+def job(bundle_dir: Path, job_id: str, *, inline: bool = True) -> bytes:
+    """A job document as `bundle publish` makes it."""
+    manifest = read_manifest(bundle_dir)
+    if inline:
+        files = {
+            n: base64.b64encode((bundle_dir / n).read_bytes()).decode()
+            for n in manifest.files
+            if ".." not in n  # an unsafe name is refused before any file is looked at
+        }
+        return msgspec.json.encode(Job(job_id, manifest.version, manifest, inline=files))
+    return msgspec.json.encode(Job(job_id, manifest.version, manifest, url=bundle_dir.as_uri()))
+
+
+class States:
+    """The gateway's job states, in the order they arrive."""
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.seen: list[dict[str, Any]] = []
+        self.others: list[tuple[str, bytes]] = []  # messages on other topics, kept
+
+    def recommendations(self, timeout_s: float = 60.0) -> list[dict[str, Any]]:
+        """Recommendations received so far, waiting up to `timeout_s` for the first."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.others += self.listener.drain()
+            recs = [json.loads(p) for t, p in self.others if "/recommendations/" in t]
+            if recs or time.monotonic() > deadline:
+                return recs
+            time.sleep(0.2)
+
+    def until(self, job_id: str, pred: Any = None, timeout_s: float = 60.0) -> list[dict[str, Any]]:
+        """States of `job_id` until `pred(state)` (default: a final state)."""
+        pred = pred or (lambda s: s["status"] in FINAL)
+        deadline = time.monotonic() + timeout_s
+        mine: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            try:
+                topic, payload = self.listener.messages.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if topic != STATES:
+                self.others.append((topic, payload))
+                continue
+            state = json.loads(payload)
+            self.seen.append(state)
+            if state["job_id"] == job_id:
+                mine.append(state)
+                if pred(state):
+                    return mine
+        raise AssertionError(f"no final state for {job_id}; saw {self.seen[-10:]}")
+
+
+@pytest.fixture
+def ops(tmp_path: Path) -> Ops:
+    return Ops(tmp_path)
+
+
+@pytest.fixture
+def agent_env(ops: Ops) -> dict[str, str]:
+    return {
+        "EDGE_UPDATES__TRUSTED_KEYS": str(ops.keys),
+        "EDGE_UPDATES__PROBATION_S": "1",
+        "EDGE_SERVICE__HTTP_PORT": str(free_port()),
+    }
+
+
+@pytest.fixture
+def listener(broker: Broker) -> Iterator[Listener]:
+    lis = Listener(broker, STATES, f"edge-agent/{GATEWAY}/recommendations/#")
+    yield lis
+    lis.close()
+
+
+def _start(broker: Broker, state: Path, env: dict[str, str]) -> AgentProcess:
+    agent = AgentProcess(broker, state, env)
+    agent.start()
+    agent.wait_for_log("agent running")
+    time.sleep(0.5)  # the agent's SUBACKs
+    return agent
+
+
+def _metric(env: dict[str, str], name: str) -> float:
+    url = f"http://127.0.0.1:{env['EDGE_SERVICE__HTTP_PORT']}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+def test_live_update_carries_new_versions_installs_once(
+    broker: Broker, tmp_path: Path, ops: Ops, agent_env: dict[str, str], listener: Listener
+) -> None:
+    """Acceptance 1 and 5."""
+    bundle = ops.bundle(2, model_version="1.0.1", pack_version="1.0.1")
+    fault = FaultSpec("overheating", 600.0)
+    pumps = [PumpStream(f"pump-{i}", seed=10 + i, start_ts=START, fault=fault if i == 2 else None)
+             for i in (1, 2)]  # fmt: skip
+    agent = _start(broker, tmp_path / "state", agent_env)
+    states = States(listener)
+    sent = 0
+    try:
+        for second in range(1200):
+            if second == 300:  # mid-stream, the update arrives
+                listener.publish(JOBS, job(bundle, "job-2"))
+                flow = states.until("job-2")
+            for pump in pumps:
+                ts, values = pump.step()
+                listener.publish(
+                    f"plant/{pump.asset}/telemetry", json.dumps({"ts": ts, **values}).encode()
+                )
+                sent += len(values)  # one reading per signal
+        listener.publish(JOBS, job(bundle, "job-2"))  # delivered again
+        again = states.until("job-2")
+        recs = states.recommendations()
+        readings = _metric(agent_env, "edge_readings_total")
+        dropped = _metric(agent_env, "edge_readings_dropped_total")
+        windows_dropped = _metric(agent_env, 'edge_windows_total{outcome="dropped"}')
+        assert agent.proc is not None
+        assert agent.proc.poll() is None  # no restart: the same process served throughout
+        assert agent.stop(signal.SIGTERM) == 0, agent.log_text()
+    finally:
+        agent.kill()
+    assert [f"{s['status']}:{s.get('step', '')}" for s in flow] == [
+        "QUEUED:", "IN_PROGRESS:downloading", "IN_PROGRESS:verifying",
+        "IN_PROGRESS:staging", "IN_PROGRESS:probation", "SUCCEEDED:",
+    ]  # fmt: skip
+    assert [s["status"] for s in again] == ["SUCCEEDED"]  # installed once
+    assert readings == sent  # every reading arrived, across the swap
+    assert dropped == 0
+    assert windows_dropped == 0
+    assert recs, "the fault after the update produced no recommendation"
+    for rec in recs:
+        assert rec["model"]["version"] == "1.0.1", rec
+        assert rec["rule_pack"]["version"] == "1.0.1", rec
+
+
+def _rejection_cases(tmp_path: Path, ops: Ops, good: Path) -> dict[str, Path]:
+    """One signed-or-not bundle per rejection reason, each otherwise like `good`."""
+    cases: dict[str, Path] = {}
+
+    def variant(name: str, version: int) -> Path:
+        path = tmp_path / f"case-{name}"
+        shutil.copytree(good, path)
+        manifest = read_manifest(path)
+        write_manifest(path, sign(msgspec.structs.replace(manifest, version=version), ops.key))
+        cases[name] = path
+        return path
+
+    m = read_manifest(variant("bad_signature", 6))
+    write_manifest(cases["bad_signature"], msgspec.structs.replace(m, version=7))
+    ops.resign(variant("untrusted_key", 6), Ed25519PrivateKey.generate())
+    ops.resign(variant("expired", 6), expires=datetime.now(UTC) - timedelta(minutes=1))
+    ops.resign(
+        variant("agent_too_old", 6), compat=msgspec.structs.replace(m.compat, min_agent="99.0.0")
+    )
+    schema = {**m.compat.model_input, "window": 999}
+    ops.resign(
+        variant("input_schema", 6), compat=msgspec.structs.replace(m.compat, model_input=schema)
+    )
+    ops.resign(variant("unsafe_path", 6), rules=["../../etc/passwd"],
+               files={**m.files, "../../etc/passwd": m.files[m.rules[0]]})  # fmt: skip
+    variant("hash_mismatch", 6)
+    variant("extra_file", 8)
+    return cases
+
+
+def test_rejections_leave_the_running_bundle_serving(
+    broker: Broker, tmp_path: Path, ops: Ops, agent_env: dict[str, str], listener: Listener
+) -> None:
+    """Acceptance 2, each case through the real agent."""
+    good = ops.bundle(5)
+    cases = _rejection_cases(tmp_path, ops, good)
+    extra_dir = cases.pop("extra_file")
+    agent = _start(broker, tmp_path / "state", agent_env)
+    states = States(listener)
+    try:
+        listener.publish(JOBS, job(good, "job-5"))
+        assert states.until("job-5")[-1]["status"] == "SUCCEEDED"
+        results: dict[str, dict[str, Any]] = {}
+        for name, path in cases.items():
+            payload = job(path, f"job-{name}", inline=name != "hash_mismatch")
+            if name == "hash_mismatch":  # the served file changes after the manifest was made
+                (path / "golden.json").write_bytes(b" " + (path / "golden.json").read_bytes()[1:])
+            listener.publish(JOBS, payload)
+            results[name] = states.until(f"job-{name}")[-1]
+        listener.publish(JOBS, job(good, "job-again-5"))  # same version, new job: not above 5
+        results["old_version"] = states.until("job-again-5")[-1]
+        extra = json.loads(job(extra_dir, "job-extra_file"))
+        extra["inline"]["rules/evil.yaml"] = base64.b64encode(b"pack: evil\n").decode()
+        listener.publish(JOBS, json.dumps(extra).encode())
+        results["extra_file"] = states.until("job-extra_file")[-1]
+        agent.stop(signal.SIGTERM)
+        # After a restart, the highest accepted version still holds.
+        agent = _start(broker, tmp_path / "state", agent_env)
+        listener.publish(JOBS, job(good, "job-after-restart"))
+        results["old_version_after_restart"] = states.until("job-after-restart")[-1]
+        assert agent.proc is not None
+        assert agent.proc.poll() is None
+        assert agent.stop(signal.SIGTERM) == 0, agent.log_text()
+    finally:
+        agent.kill()
+    for name, state in results.items():
+        assert state["status"] == "REJECTED", (name, state)
+        assert state["reason"].startswith(name.removesuffix("_after_restart")), (name, state)
+        assert state["active_version"] == 5, (name, state)
+    current = active_bundle(tmp_path / "state")
+    assert current is not None
+    assert current.version == 5
+
+
+def test_golden_failure_rolls_back(
+    broker: Broker, tmp_path: Path, ops: Ops, agent_env: dict[str, str], listener: Listener
+) -> None:
+    """Acceptance 3: a model that misses its golden output is rolled back, reported FAILED."""
+    good = ops.bundle(2)
+    bad = ops.bundle(3)
+    pair = json.loads((bad / "golden.json").read_text())
+    pair["score"] = [s + 10.0 for s in pair["score"]]
+    (bad / "golden.json").write_text(json.dumps(pair))
+    ops.resign(bad)
+    agent = _start(broker, tmp_path / "state", agent_env)
+    states = States(listener)
+    try:
+        listener.publish(JOBS, job(good, "job-2"))
+        states.until("job-2")
+        listener.publish(JOBS, job(bad, "job-3"))
+        final = states.until("job-3")[-1]
+        assert agent.proc is not None
+        assert agent.proc.poll() is None
+        assert agent.stop(signal.SIGTERM) == 0, agent.log_text()
+    finally:
+        agent.kill()
+    assert final["status"] == "FAILED"
+    assert "golden check" in final["reason"]
+    assert final["active_version"] == 2
+
+
+class _Slow(BaseHTTPRequestHandler):
+    """Serves a bundle directory slowly (so a download can be interrupted), with Range."""
+
+    root: Path
+    ranges: list[str]
+
+    def do_GET(self) -> None:
+        path = self.root / self.path.lstrip("/")
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        header = self.headers.get("Range")
+        start = int(header.removeprefix("bytes=").split("-")[0]) if header else 0
+        if header:
+            self.ranges.append(f"{self.path} {header}")
+        self.send_response(206 if header else 200)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        try:
+            for at in range(start, len(data), 4096):
+                self.wfile.write(data[at : at + 4096])
+                self.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            return  # the agent was killed mid-file
+
+    def log_message(self, *_args: object) -> None:
+        return
+
+
+@pytest.fixture
+def slow_server(tmp_path: Path) -> Iterator[tuple[str, type[_Slow]]]:
+    handler = type("Handler", (_Slow,), {"root": tmp_path, "ranges": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def _until_partial(incoming: Path, bundle_dir: Path, timeout_s: float = 30.0) -> None:
+    """Wait until some file of the bundle is part-way downloaded."""
+    lengths = {n: e.length for n, e in read_manifest(bundle_dir).files.items()}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for name, length in lengths.items():
+            path = incoming / name
+            if path.exists() and 0 < path.stat().st_size < length:
+                return
+        time.sleep(0.02)
+    raise AssertionError("no partial download seen")
+
+
+@pytest.mark.parametrize("step", ["downloading", "probation"])
+def test_sigkill_during_a_step(
+    broker: Broker,
+    tmp_path: Path,
+    ops: Ops,
+    agent_env: dict[str, str],
+    listener: Listener,
+    slow_server: tuple[str, type[_Slow]],
+    step: str,
+) -> None:
+    """Acceptance 4 on the real process: killed while downloading (the download resumes with
+    a Range after the restart and the job succeeds) or in probation (rolled back, FAILED).
+    Every durable step in between is killed in turn in test_updates_crash.py."""
+    old, new = ops.bundle(2), ops.bundle(3)
+    url, handler = slow_server
+    env = agent_env | {"EDGE_UPDATES__PROBATION_S": "5"}
+    agent = _start(broker, tmp_path / "state", env)
+    states = States(listener)
+    try:
+        listener.publish(JOBS, job(old, "job-2"))
+        states.until("job-2")
+        payload = json.loads(job(new, "job-3", inline=False))
+        payload["url"] = f"{url}/{new.name}"
+        retained = json.dumps(payload).encode()
+        listener.client.publish(JOBS, retained, qos=1, retain=True).wait_for_publish(10)
+        states.until("job-3", lambda s: s.get("step") == step)
+        if step == "downloading":
+            _until_partial(tmp_path / "state" / "bundles" / "incoming" / "job-3", new)
+        agent.stop(signal.SIGKILL)
+        killed_at = active_bundle(tmp_path / "state")
+        assert killed_at is not None
+        assert killed_at.version in (2, 3)
+        agent = _start(broker, tmp_path / "state", env)
+        final = states.until("job-3")[-1]
+        assert agent.stop(signal.SIGTERM) == 0, agent.log_text()
+    finally:
+        agent.kill()
+    current = active_bundle(tmp_path / "state")
+    assert current is not None
+    if step == "probation":
+        assert final["status"] == "FAILED"
+        assert "restarted" in final["reason"]
+        assert current.version == 2
+    else:
+        assert final["status"] == "SUCCEEDED", final
+        assert current.version == 3
+        assert handler.ranges, "the interrupted download started over instead of resuming"

@@ -83,6 +83,7 @@ class MqttClient:
         self._unwritten_qos0: set[int] = set()
         self._lost = asyncio.Event()
         self._closed = asyncio.Event()
+        self._connect_fut: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
@@ -152,6 +153,15 @@ class MqttClient:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            fut = self._connect_fut
+            if fut is not None and not fut.done():
+                # A connect in its thread: let it end, so its socket is closed, not leaked.
+                await asyncio.wait([fut], timeout=self.settings.connect_timeout_s)
+                await asyncio.sleep(0)  # run the socket callbacks it queued
+                if fut.done() and not fut.cancelled() and fut.exception() is not None:
+                    log.debug(
+                        "mqtt_connect_abandoned", client=self.name, error=str(fut.exception())
+                    )
             if self._sock is not None:
                 # Write DISCONNECT now: a clean MQTT disconnect is what suppresses the Will.
                 self._client.disconnect()
@@ -182,8 +192,10 @@ class MqttClient:
         while True:
             self._lost.clear()
             self._connecting = True
+            self._connect_fut = loop.run_in_executor(None, self._connect_blocking)
             try:
-                await loop.run_in_executor(None, self._connect_blocking)
+                # Shielded: a thread cannot be cancelled; __aexit__ waits for it instead.
+                await asyncio.shield(self._connect_fut)
             except (OSError, ssl.SSLError, ValueError) as exc:
                 self._connecting = False
                 self._log_connect_error(exc)

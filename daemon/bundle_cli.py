@@ -141,7 +141,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _job(args: argparse.Namespace) -> Job:
     manifest = read_manifest(args.bundle)
-    job_id = args.job_id or f"bundle-{manifest.version}-{new_id()[:8]}"
+    job_id = args.job_id or f"bundle-{manifest.version}-{new_id()[-12:]}"  # the random tail
     if args.url:
         return Job(job_id=job_id, version=manifest.version, manifest=manifest, url=args.url)
     inline = {
@@ -166,7 +166,7 @@ async def _publish(args: argparse.Namespace) -> int:
     job = _job(args)
     payload = msgspec.json.encode(job)
     states: asyncio.Queue[dict[str, object]] = asyncio.Queue()
-    async with MqttClient(mqtt, client_id=f"edge-bundle-{new_id()[:8]}", name="bundle") as client:
+    async with MqttClient(mqtt, client_id=f"edge-bundle-{new_id()[-12:]}", name="bundle") as client:
         if args.wait and args.gateway:
 
             def on_state(_topic: str, data: bytes) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.daemon import bundle_cli
 from edge_agent.daemon.bundle import Bundle, read_manifest
 from edge_agent.daemon.bundle_cli import register
 from edge_agent.daemon.bundle_store import active_bundle
@@ -106,3 +107,14 @@ async def test_publish_and_wait(
     current = active_bundle(tmp_path / "state")
     assert current is not None
     assert current.version == 7
+
+
+def test_each_publish_is_a_new_job(signed: tuple[Path, Path]) -> None:
+    bundle_dir, _ = signed
+    parser = argparse.ArgumentParser(prog="edge-agent")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["bundle", "publish", str(bundle_dir), "--gateway", "g"])
+    first, second = bundle_cli._job(args), bundle_cli._job(args)
+    assert first.job_id != second.job_id  # a second publish is a second job, not a duplicate
+    assert first.job_id.startswith("bundle-7-")
+    assert set(first.inline) == set(read_manifest(bundle_dir).files)

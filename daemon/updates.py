@@ -291,7 +291,10 @@ class UpdateService:
             return current.model_input
         if self.default_input is None:
             # No bundle yet and none given: the model shipped with the agent is what runs.
-            self.default_input = model_input_of(None)
+            try:
+                self.default_input = model_input_of(None)
+            except EdgeAgentError as exc:
+                raise BundleError(f"the running model's input schema is unknown: {exc}") from exc
         return self.default_input
 
     async def _install(self, job: Job, *, resumed_job: bool) -> JobRecord:
@@ -369,7 +372,8 @@ class UpdateService:
             await asyncio.to_thread(self.check, bundle)
             await self.activate(bundle)
             await self._watch(errors_before)
-        except (EdgeAgentError, OSError, ValueError) as exc:
+        # RuntimeError: what ONNX Runtime and LiteRT raise for a model that does not run.
+        except (EdgeAgentError, OSError, ValueError, RuntimeError) as exc:
             log.exception("update_probation_failed", job_id=job.job_id)
             self.store.rollback(previous)
             back = self.store.current()

@@ -85,6 +85,9 @@ class MqttClient:
         self._lost = asyncio.Event()
         self._closed = asyncio.Event()
         self._connect_fut: asyncio.Future[None] | None = None
+        self._unacked_subs: dict[int, str] = {}
+        self._subscribed = asyncio.Event()  # set while no SUBSCRIBE waits for its SUBACK
+        self._subscribed.set()
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
@@ -117,6 +120,7 @@ class MqttClient:
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_publish = self._on_publish
+        c.on_subscribe = self._on_subscribe
         c.on_socket_open = self._on_socket_open
         c.on_socket_close = self._on_socket_close
         c.on_socket_register_write = self._on_register_write
@@ -348,8 +352,9 @@ class MqttClient:
             metrics.RECONNECTS.labels(self.name).inc()
         self._ever_connected = True
         log.info("mqtt_connected", client=self.name, host=s.host, port=s.port)
+        self._unacked_subs.clear()
         for topic_filter, (qos, _) in self._subs.items():
-            self._client.subscribe(topic_filter, qos)
+            self._send_subscribe(topic_filter, qos)
         if self._online is not None:
             o = self._online
             self._client.publish(o.topic, o.payload, o.qos, o.retain, self._properties(o))
@@ -423,7 +428,33 @@ class MqttClient:
         """Subscribe now if connected, and again after every (re)connect."""
         self._subs[topic_filter] = (qos, on_message)
         if self.connected.is_set():
-            self._client.subscribe(topic_filter, qos)
+            self._send_subscribe(topic_filter, qos)
+
+    def _send_subscribe(self, topic_filter: str, qos: int) -> None:
+        rc, mid = self._client.subscribe(topic_filter, qos)
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
+            self._unacked_subs[mid] = topic_filter
+            self._subscribed.clear()
+
+    def _on_subscribe(
+        self, _c: paho.Client, _u: object, mid: int, codes: list[ReasonCode], _p: Properties
+    ) -> None:
+        topic_filter = self._unacked_subs.pop(mid, None)
+        refused = [str(c) for c in codes if c.is_failure]
+        if refused:
+            log.error(
+                "mqtt_subscribe_refused", client=self.name, topic=topic_filter, reason=refused
+            )
+        if not self._unacked_subs:
+            self._subscribed.set()
+
+    async def wait_subscribed(self) -> None:
+        """Return once connected and every subscription so far is acknowledged (SUBACK)."""
+        while True:
+            await self.connected.wait()
+            await self._subscribed.wait()
+            if self.connected.is_set() and not self._unacked_subs:
+                return
 
     async def publish(self, msg: Outgoing) -> None:
         """Publish once connected; return when the broker acked (QoS 1+) or it was written."""
@@ -584,7 +615,6 @@ class MqttSource:
         self._buf: list[Reading] = []
         self._ready = asyncio.Event()
         self._accepted = 0
-        self._dropped = 0
         prefix = ingest.deadletter_topic.format(gateway=gateway_id)
         self._deadletter = prefix.rstrip("/") if prefix else ""
         self._limited = RateLimited(ingest.log_interval_s)
@@ -613,7 +643,8 @@ class MqttSource:
         buf = self._buf
         room = self._max - len(buf)
         if len(readings) > room:
-            self._dropped += len(readings) - max(room, 0)
+            # Counted at once: a full buffer means the consumer is stuck, so no batch flushes.
+            self._full.inc(len(readings) - max(room, 0))
             readings = readings[: max(room, 0)]
             held = self._limited.allow("buffer_full")
             if held is not None:
@@ -651,9 +682,6 @@ class MqttSource:
         if self._accepted:
             self._in.inc(self._accepted)
             self._accepted = 0
-        if self._dropped:
-            self._full.inc(self._dropped)
-            self._dropped = 0
 
     async def batches(self) -> AsyncIterator[list[Reading]]:
         """Yield whatever arrived since the last batch (never an empty list)."""

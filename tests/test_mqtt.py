@@ -43,6 +43,12 @@ def msg(topic: str, payload: object, qos: int = 1) -> Outgoing:
     return Outgoing(topic, body, new_id(), qos=qos)
 
 
+async def until(ok: Callable[[], bool]) -> None:
+    async with asyncio.timeout(WAIT_S):
+        while not ok():
+            await asyncio.sleep(0.01)
+
+
 async def take(batches: AsyncIterator[list[Reading]], n: int) -> list[Reading]:
     out: list[Reading] = []
     async with asyncio.timeout(WAIT_S):
@@ -79,7 +85,7 @@ async def test_round_trip_single_and_batch(broker: Broker, topic_root: str) -> N
     ):
         await connected(cin)
         await connected(cout)
-        await asyncio.sleep(0.2)  # the SUBSCRIBE is on its way; mosquitto handles it in order
+        await cin.wait_subscribed()
         sink = MqttSink(cout)
         await sink.publish(msg(f"{topic_root}/p1/telemetry", {"ts": 1, "temp": 20.5}))
         batch = [{"ts": 2, "temp": 21}, {"ts": 3, "temp": 22, "vib": 0.5}]
@@ -103,7 +109,7 @@ async def test_signal_topics_and_ms_timestamps(broker: Broker, topic_root: str) 
     ):
         await connected(cin)
         await connected(cout)
-        await asyncio.sleep(0.2)
+        await cin.wait_subscribed()
         await cout.publish(msg(f"{topic_root}/m1/current", {"ts": 1500, "value": 3}))
         await cout.publish(msg(f"{topic_root}/m1/flow", [{"ts": 2000, "value": 7.5}]))
         got = await take(source.batches(), 2)
@@ -142,7 +148,7 @@ async def test_every_rejection_goes_to_deadletter_unchanged(
         watch.subscribe(f"{topic_root}/dl/#", 1, dead)
         for c in (cin, cout, watch):
             await connected(c)
-        await asyncio.sleep(0.2)
+        await asyncio.gather(cin.wait_subscribed(), watch.wait_subscribed())
         for i, (topic, payload) in enumerate(bad.values()):
             await cout.publish(msg(topic, payload))
             await cout.publish(msg(t, {"ts": i, "good": i}))  # good ones keep flowing
@@ -168,7 +174,7 @@ async def test_no_match_reaches_deadletter(broker: Broker, topic_root: str) -> N
         cin.subscribe(f"{topic_root}/odd/#", 0, source._on_message)
         cin.subscribe(f"{topic_root}/dl/#", 0, dead)
         await connected(cin)
-        await asyncio.sleep(0.2)
+        await cin.wait_subscribed()
         await cin.publish(msg(f"{topic_root}/odd/a/b", b'{"ts": 1, "a": 1}'))
         await dead.wait_for(lambda: len(dead.seen) >= 1)
     assert dead.seen == [(f"{topic_root}/dl/no_match/{topic_root}/odd/a/b", b'{"ts": 1, "a": 1}')]
@@ -186,7 +192,7 @@ async def test_reconnects_and_resubscribes_after_broker_restart(
     ):
         await connected(cin)
         await connected(cout)
-        await asyncio.sleep(0.2)
+        await cin.wait_subscribed()
         batches = source.batches()
         await cout.publish(msg(f"{topic_root}/p1/telemetry", {"ts": 1, "a": 1}))
         assert (await take(batches, 1))[0].value == 1.0
@@ -197,7 +203,7 @@ async def test_reconnects_and_resubscribes_after_broker_restart(
         await asyncio.to_thread(broker.start)
         await connected(cin)
         await connected(cout)
-        await asyncio.sleep(0.3)
+        await cin.wait_subscribed()
         await cout.publish(msg(f"{topic_root}/p1/telemetry", {"ts": 2, "a": 2}))
         assert (await take(batches, 1))[0].value == 2.0
     assert sample("edge_reconnects_total", {"connector": "sensors"}) - before >= 1
@@ -249,11 +255,13 @@ async def test_full_buffer_drops_newest_and_counts(broker: Broker, topic_root: s
     ):
         await connected(cin)
         await connected(cout)
-        await asyncio.sleep(0.2)
+        await cin.wait_subscribed()
         for _ in range(5):  # 1500 readings, nobody consuming
             await cout.publish(msg(f"{topic_root}/p1/telemetry", rows))
         await cout.publish(msg(f"{topic_root}/p1/telemetry", {"ts": -1, "a": -1}))
-        await asyncio.sleep(0.3)
+        await until(
+            lambda: sample("edge_readings_dropped_total", {"reason": "buffer_full"}) - before >= 501
+        )
         got = await take(source.batches(), 1000)
     assert len(got) == 1000
     assert [r.value for r in got[:300]] == [float(i) for i in range(300)]
@@ -276,7 +284,7 @@ async def test_a_failing_handler_is_counted_and_the_connection_lives(
         client.subscribe(f"{topic_root}/bad", 1, broken)
         client.subscribe(f"{topic_root}/#", 1, good)
         await connected(client)
-        await asyncio.sleep(0.2)
+        await client.wait_subscribed()
         await client.publish(msg(f"{topic_root}/bad", b"1"))
         await client.publish(msg(f"{topic_root}/ok", b"2"))
         await good.wait_for(lambda: (f"{topic_root}/ok", b"2") in good.seen)

@@ -50,7 +50,7 @@ async def test_delivers_in_priority_then_time_order(
     ):
         watch.subscribe(f"{topic_root}/#", 1, seen)
         await connected(watch)
-        await asyncio.sleep(0.2)
+        await watch.wait_subscribed()
         task = asyncio.create_task(outbox.deliver(MqttSink(up)))
         await seen.wait_for(lambda: len(seen.seen) >= 10)
         async with asyncio.timeout(WAIT_S):

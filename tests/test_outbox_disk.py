@@ -160,7 +160,7 @@ async def deliver_all(outbox: SqliteOutbox, broker: Broker, root: str, n: int) -
     ):
         watch.subscribe("t/#", 1, seen)
         await connected(watch)
-        await asyncio.sleep(0.2)
+        await watch.wait_subscribed()
         task = asyncio.create_task(outbox.deliver(MqttSink(up)))
         await seen.wait_for(lambda: len(seen.seen) >= n)
         async with asyncio.timeout(10):

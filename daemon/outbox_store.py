@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import math
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -96,7 +97,11 @@ class Store:
 
     def open(self) -> None:
         """Open (or create) the file; a corrupt one is moved aside and replaced."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            kind: Kind = "readonly" if exc.errno == errno.EROFS else "io"
+            raise StorageError(kind, f"cannot create {self.path.parent}: {exc.strerror}") from exc
         try:
             self._connect()
         except StorageError as exc:

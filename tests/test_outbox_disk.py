@@ -196,3 +196,16 @@ def test_page_size_is_what_the_bound_assumes(tmp_path: Path) -> None:
         assert db.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     asyncio.run(outbox.close())
+
+
+async def test_state_dir_that_cannot_be_created_starts_in_memory(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the state directory should be")
+    with capture_logs() as logs:
+        outbox = open_outbox(OutboxSettings(), blocker / "state")
+    assert isinstance(outbox, SqliteOutbox)
+    assert outbox.status() == "memory (io)"
+    assert any(e["event"] == "outbox_degraded" for e in logs)
+    await outbox.put([message(1)])
+    assert outbox.depth() == 1
+    await outbox.close()

@@ -12,6 +12,12 @@ import time
 # name -> module with a `main()`; in the order a reader follows a reading.
 BENCHES = {
     "ingest": "bench.ingest",
+    "opcua": "bench.bench_opcua",
+    "models": "bench.bench_models",
+    "rules": "bench.bench_rules",
+    "retention": "bench.bench_retention",
+    "outbox": "bench.bench_outbox",
+    "bundles": "bench.bench_bundles",
 }
 
 

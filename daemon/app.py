@@ -16,7 +16,8 @@ import structlog
 from edge_agent.connectors.mqtt import MqttClient, MqttSink, MqttSource, uplink_client
 from edge_agent.daemon import metrics
 from edge_agent.daemon.bundle import TrustedKeys
-from edge_agent.daemon.bundle_store import BundleStore
+from edge_agent.daemon.bundle_build import model_input_of
+from edge_agent.daemon.bundle_store import active_bundle
 from edge_agent.daemon.errors import EdgeAgentError
 from edge_agent.daemon.frames import FrameBuilder
 from edge_agent.daemon.gate import Gate
@@ -74,6 +75,7 @@ def build_scorer_and_advisor(settings: Settings) -> tuple[Scorer, Advisor]:
         classes=manifest.classes,
         gateway_id=gateway_id(settings),
         assets=settings.assets,
+        max_assets=settings.rules.max_assets,
     )
     return scorer, advisor
 
@@ -92,6 +94,7 @@ def build_pipeline(settings: Settings, retention: Retention | None = None) -> Pi
         advisor=advisor,
         outbox=open_outbox(settings.outbox, settings.agent.state_dir),
         topic_prefix=topic_prefix(settings),
+        review_topic=settings.rules.review_topic,
         retention=retention,
     )
 
@@ -102,13 +105,14 @@ class Agent:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.gateway = gateway_id(settings)
-        self.store = BundleStore(settings.agent.state_dir)
         keys = (
             TrustedKeys.load(settings.updates.trusted_keys)
             if settings.updates.trusted_keys is not None
             else None
         )
-        self.bundle = self.store.current(keys) if keys is not None else None
+        # Recovers an install interrupted by a crash first, so we never start on a bundle
+        # that did not finish its probation.
+        self.bundle = active_bundle(settings.agent.state_dir, keys) if keys is not None else None
         self.retention = Retention.from_settings(settings, self.gateway)
         self.pipeline = build_pipeline(bundle_settings(settings, self.bundle), self.retention)
         self.ready = False
@@ -235,7 +239,12 @@ def _background(
         tg.create_task(agent.run_pipeline(), name="pipeline"),
         tg.create_task(agent.pipeline.run_retention(), name="retention"),
         tg.create_task(pressure.run(), name="pressure"),
-        tg.create_task(notifier.run_watchdog(settings.service.watchdog_ratio), name="watchdog"),
+        tg.create_task(
+            notifier.run_watchdog(settings.service.watchdog_ratio)
+            if settings.service.watchdog
+            else asyncio.sleep(0),
+            name="watchdog",
+        ),
         tg.create_task(
             notifier.run_status(agent.status_line, settings.service.status_interval_s),
             name="status",
@@ -243,7 +252,12 @@ def _background(
     ]
     if settings.updates.trusted_keys is not None:
         updates = UpdateService(
-            settings.updates, uplink, settings.agent.state_dir, agent.gateway, agent.activate
+            settings.updates,
+            uplink,
+            settings.agent.state_dir,
+            agent.gateway,
+            agent.activate,
+            model_input=model_input_of(settings.model.manifest),
         )
         tasks.append(tg.create_task(updates.run(), name="updates"))
     return tasks
@@ -276,6 +290,13 @@ async def run_agent(settings: Settings, stop: asyncio.Event | None = None) -> No
     try:
         async with AsyncExitStack() as stack:
             uplink, sources = await _connect(agent, stack)
+            # READY once the brokers are connected, or after connect_timeout_s of retrying (the
+            # connectors keep retrying; a gateway must not restart-loop on a dead broker).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*(c.connected.wait() for c in agent.clients.values())),
+                    settings.mqtt.connect_timeout_s,
+                )
             async with asyncio.TaskGroup() as tg:
                 intake = [
                     tg.create_task(agent.feed(s), name=f"ingest-{i}") for i, s in enumerate(sources)

@@ -7,9 +7,10 @@ import asyncio
 import sys
 from pathlib import Path
 
-from edge_agent.daemon import logs
+from edge_agent.daemon import bundle_cli, logs, service_install
 from edge_agent.daemon.errors import ConfigError, EdgeAgentError
 from edge_agent.daemon.settings import Settings, load_settings, render_env_file
+from edge_agent.rules import cli as rules_cli
 
 
 def _env_files(parser: argparse.ArgumentParser) -> None:
@@ -92,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--assets", type=int, default=4, help="pumps to simulate (default 4)")
     demo.add_argument(
         "--fault",
-        default="bearing_wear",
-        help="fault injected into the last pump (default bearing_wear)",
+        default="cavitation",
+        help="fault injected into the last pump: cavitation (default), overheating, "
+        "misalignment, stuck_sensor, drifting_sensor, bearing_wear (slow: hours)",
     )
     demo.add_argument(
         "--onset", type=float, default=300.0, help="simulated seconds before the fault starts"
@@ -109,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _env_files(demo)
     demo.set_defaults(func=_cmd_demo)
+
+    # Subcommands owned by their own modules (one registry: here).
+    rules_cli.register(sub)
+    bundle_cli.register(sub)
+    service_install.register(sub)
     return parser
 
 

@@ -35,6 +35,8 @@ def _demo_settings(base: Settings, port: int, state_dir: Path) -> Settings:
             "mqtt": base.mqtt.model_copy(update={"host": "127.0.0.1", "port": port}),
             "agent": base.agent.model_copy(update={"state_dir": state_dir, "gateway_id": "demo"}),
             "log": base.log.model_copy(update={"level": "warning", "format": "console"}),
+            # The demo may run beside a real agent: its metrics endpoint takes any free port.
+            "service": base.service.model_copy(update={"http_port": 0}),
         }
     )
 

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+RETENTION_INTERVAL_S = 1.0  # how often evidence and digests move to the outbox
+
 
 class Pipeline:
     """Turns readings into recommendations in the outbox."""
@@ -44,8 +46,8 @@ class Pipeline:
         advisor: Advisor,
         outbox: Outbox,
         topic_prefix: str,
+        review_topic: str = "needs_review",
         retention: Retention | None = None,
-        retention_interval_s: float = 1.0,
     ) -> None:
         self.frames = frames
         self.gate = gate
@@ -54,8 +56,8 @@ class Pipeline:
         self.outbox = outbox
         self.retention = retention
         self._prefix = topic_prefix
+        self._review = review_topic
         self._wake = asyncio.Event()
-        self._retention_interval = retention_interval_s
         self._replies: list[Outgoing] = []
         self._reply_wake = asyncio.Event()
         self.last_reading_ts = 0.0
@@ -112,7 +114,7 @@ class Pipeline:
         ticks = 0
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._reply_wake.wait(), self._retention_interval)
+                await asyncio.wait_for(self._reply_wake.wait(), RETENTION_INTERVAL_S)
             self._reply_wake.clear()
             ticks += 1
             await self._move_retention(digests=not self.gate.pressure or ticks % 10 == 0)
@@ -194,7 +196,7 @@ class Pipeline:
     def _outgoing(self, rec: Recommendation) -> Outgoing:
         if rec.kind == "needs_review":
             return Outgoing(
-                f"{self._prefix}/escalations/{rec.asset}",
+                f"{self._prefix}/{self._review}/{rec.asset}",
                 rec.to_json(),
                 rec.id,
                 key=rec.asset,

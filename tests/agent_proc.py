@@ -32,6 +32,7 @@ class AgentProcess:
             "EDGE_AGENT__GATEWAY_ID": "gw-test",
             "EDGE_LOG__FORMAT": "json",
             "EDGE_INGEST__QOS": "1",
+            "EDGE_SERVICE__HTTP_PORT": "0",  # tests run side by side: never a fixed port
             **(env or {}),
         }
         self.proc: subprocess.Popen[str] | None = None

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import selectors
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 
@@ -23,7 +24,7 @@ def test_demo_prints_a_recommendation_and_stops_cleanly_on_ctrl_c() -> None:
             "--fault",
             "overheating",
             "--onset",
-            "120",
+            "300",
             "--assets",
             "3",
         ],
@@ -33,22 +34,27 @@ def test_demo_prints_a_recommendation_and_stops_cleanly_on_ctrl_c() -> None:
         env=env,
     )
     assert proc.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True)  # type: ignore[union-attr]
+    reader.start()
     out: list[str] = []
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
     deadline = time.monotonic() + 90
     try:
         while time.monotonic() < deadline and not any("RAISE" in line for line in out):
-            if sel.select(timeout=1.0):
-                line = proc.stdout.readline()
-                if not line:
-                    break
-                out.append(line)
+            try:
+                out.append(lines.get(timeout=1.0))
+            except queue.Empty:
+                continue
         proc.send_signal(signal.SIGINT)
-        rest, err = proc.communicate(timeout=30)
+        proc.wait(30)
+        reader.join(5)
+        err = proc.stderr.read() if proc.stderr else ""
     finally:
         if proc.poll() is None:
             proc.kill()
+    while not lines.empty():
+        out.append(lines.get())
+    rest = ""
     text = "".join(out) + rest
     assert "RAISE" in text, text + err
     assert "pump-3" in text

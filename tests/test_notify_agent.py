@@ -115,11 +115,6 @@ def test_watchdog_pings_stop_while_a_debug_hook_blocks_the_loop(
         agent.kill()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="daemon/app.py sends READY=1 before its MQTT clients are connected (issue 8, "
-    "acceptance 2): wait for them (bounded by EDGE_MQTT__CONNECT_TIMEOUT_S), then drop this mark",
-)
 def test_ready_waits_for_the_broker(
     broker: Broker, tmp_path: Path, notify_socket: tuple[socket.socket, str]
 ) -> None:

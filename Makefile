@@ -5,12 +5,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench model eval install-deps mosquitto clean env-file
+PREFIX ?= /opt/edge-agent
 
-demo: $(STAMP) mosquitto
+.PHONY: demo test lint bench model eval install-deps system-deps clean env-file install
+
+demo: $(STAMP) system-deps
 	$(BIN)/edge-agent demo
 
-test: $(STAMP) mosquitto lint
+test: $(STAMP) system-deps lint
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -21,7 +23,7 @@ lint: $(STAMP)
 	cd .typecheck && MYPYPATH=. ../$(BIN)/mypy --config-file ../pyproject.toml -p edge_agent
 	MYPYPATH=.typecheck $(BIN)/mypy tests bench
 
-bench: $(STAMP) mosquitto
+bench: $(STAMP) system-deps
 	$(BIN)/python -m bench
 
 model: $(STAMP)
@@ -33,7 +35,14 @@ eval: $(STAMP)
 env-file: $(STAMP)
 	$(BIN)/edge-agent config env > systemd/edge-agent.env
 
-install-deps: $(STAMP) mosquitto
+install-deps: $(STAMP) system-deps
+
+# On a gateway: a venv in $(PREFIX), the package into it, the unit and env files into place.
+install:
+	$(PYTHON) -m venv $(PREFIX)
+	$(PREFIX)/bin/pip install -q --upgrade pip
+	$(PREFIX)/bin/pip install -q .
+	$(PREFIX)/bin/edge-agent install-service
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run make PYTHON=python3"; exit 1; }
@@ -43,10 +52,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,train]'
 	touch $@
 
-mosquitto:
-	@if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then \
-		echo "installing Debian's mosquitto"; \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq mosquitto; \
+# Debian packages the tests and the demo run for real: mosquitto (the broker) and systemd
+# (systemd-analyze checks the unit). One apt-get update, only when something is missing.
+system-deps:
+	@missing=""; \
+	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
 clean:

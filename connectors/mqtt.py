@@ -148,7 +148,8 @@ class MqttClient:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> None:
+        """Stop cleanly; the CancelledError of our own tasks is absorbed, nothing else is."""
         self._closing = True
         self._closed.set()
         try:
@@ -177,7 +178,6 @@ class MqttClient:
                 if not fut.done():
                     fut.set_exception(ConnectorError(f"mqtt {self.name}: closed before the ack"))
             self._pending.clear()
-        return exc_type is not None and issubclass(exc_type, asyncio.CancelledError)
 
     async def _clean_stop(self) -> None:
         """Flush acks in flight, then publish the Will's payload explicitly (clean stop)."""

@@ -291,3 +291,20 @@ async def test_a_failing_handler_is_counted_and_the_connection_lives(
         assert client.connected.is_set()
     assert calls
     assert sample("edge_mqtt_callback_errors_total", {"client": "cb"}) - before >= 1
+
+
+async def test_cancellation_passes_through_the_client(broker: Broker) -> None:
+    entered = asyncio.Event()
+
+    async def user() -> None:
+        async with MqttClient(mqtt_settings(broker), client_id="c", name="c") as client:
+            await connected(client)
+            entered.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(user())
+    await asyncio.wait_for(entered.wait(), WAIT_S)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled()

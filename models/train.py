@@ -40,7 +40,8 @@ THRESHOLD_MARGIN = 1.15
 # Fault windows enter the classifier's training once they score above this fraction of the
 # threshold: earlier ones are indistinguishable from normal and would only teach noise.
 CLASS_FLOOR = 0.8
-TRANSIENT_WEIGHT = 6.0
+TRANSIENT_WEIGHT = 40.0
+AE_HIDDEN = (32, 8, 32)
 # Fast faults teach the classifier only their first quarter hour: that is when the first
 # recommendation is made, and a long settled tail (an overheated motor at a flat, high
 # temperature) would look like a slow fault and blur the onset signature.
@@ -123,7 +124,7 @@ def fit_autoencoder(f: np.ndarray, seed: int, epochs: int) -> list[tuple[np.ndar
     from sklearn.neural_network import MLPRegressor  # noqa: PLC0415 - train extra only
 
     ae = MLPRegressor(
-        hidden_layer_sizes=(32, 8, 32),
+        hidden_layer_sizes=AE_HIDDEN,
         activation="tanh",
         alpha=1e-4,
         batch_size=256,

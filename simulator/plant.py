@@ -47,6 +47,9 @@ NOISE = (0.12, 0.04, 0.15, 0.03, 0.8)
 # A span per signal: how far a drifting sensor walks per hour is a fraction of it.
 SPAN = (40.0, 3.0, 30.0, 5.5, 100.0)
 DRIFT_PER_HOUR = 0.45  # fraction of the span
+# A worn bearing's defects hit the rolling elements: its vibration RMS gets spiky, not only
+# higher (mm/s of half-normal spread at full wear). A drifting sensor only offsets.
+BEARING_IMPACTS = 0.35
 
 _BLOCK = 4096  # noise is drawn in blocks; simulate and PumpStream share the block layout
 _SPEED_TAU_S = 20.0  # soft-starter / VFD ramp
@@ -200,12 +203,13 @@ class _Plant:
         kind = self.fault.kind if self.fault is not None else ""
         if kind == "bearing_wear":
             sev = min(1.0, age / _BEARING_RAMP_S) ** 2
-            true[1] += self.v_base * sev * (3.0 * (0.4 + 0.6 * speed) + 0.35 * abs(f[0]))
+            true[1] += self.v_base * sev * (3.0 * (0.4 + 0.6 * speed) + BEARING_IMPACTS * abs(f[0]))
             return float(14.0 * sev**1.5 * min(1.0, speed / 0.3))
         if kind == "cavitation":
             sev = min(1.0, age / 8.0) * min(1.0, speed / 0.4)
-            true[3] *= 1.0 - 0.4 * sev
-            true[1] += self.v_base * sev * (0.25 + 0.25 * abs(f[0]))
+            true[3] *= 1.0 - 0.45 * sev
+            # Collapsing vapour bubbles rattle the impeller harder the faster it turns.
+            true[1] += self.v_base * sev * speed * speed * (0.15 + 0.2 * abs(f[0]))
             true[4] *= 1.0 - sev * (0.08 + 0.04 * f[1])
             true[2] *= 1.0 - 0.03 * sev
         elif kind == "misalignment":

@@ -109,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--duration", type=float, default=0.0, help="stop after this many wall seconds (0: never)"
     )
+    demo.add_argument(
+        "--update-after",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="ship a signed fleet update (bumped model and rule pack versions) to the agent "
+        "after this many wall seconds and print its job states (0: off, the default)",
+    )
     _env_files(demo)
     demo.set_defaults(func=_cmd_demo)
 

@@ -2,43 +2,70 @@
 
 Starts Debian's mosquitto on a free loopback port, a few simulated pumps publishing over
 MQTT faster than real time (one of them develops a fault), and the agent itself, then prints
-each recommendation as it arrives. Ctrl-C stops everything cleanly.
+each recommendation as it arrives, with the model and rule pack versions it came from.
+With `--update-after SECONDS` it also ships a fleet update live: it makes a signing key,
+builds a bundle of the shipped model and rule pack with bumped versions, signs it and
+publishes it to the demo gateway's group with the real `edge-agent bundle` commands, then
+prints each job state as the agent reports it. Ctrl-C stops everything cleanly.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
+import re
+import shlex
+import shutil
 import signal
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import structlog
 
 from edge_agent.connectors.mqtt import MqttClient
-from edge_agent.daemon import logs
-from edge_agent.daemon.app import run_agent, topic_prefix
+from edge_agent.daemon import bundle_cli, logs
+from edge_agent.daemon.app import gateway_id, run_agent, topic_prefix
+from edge_agent.daemon.errors import BundleError, EdgeAgentError
 from edge_agent.daemon.readings import Outgoing, Priority, new_id
 from edge_agent.daemon.settings import Settings, load_settings
+from edge_agent.models.manifest import default_manifest_path
+from edge_agent.rules.pack import default_pack_path
 from edge_agent.simulator.broker import running_broker
 from edge_agent.simulator.plant import FaultSpec, PumpStream
 
-if TYPE_CHECKING:
-    import argparse
+log = structlog.get_logger(__name__)
+
+UPDATE_GROUP = "demo-fleet"
+UPDATE_VERSION = 1  # the demo's state directory is new each run: no bundle was ever accepted
+# Seconds the new bundle must score without errors before it is kept. The fleet default
+# (30 s) is minutes of simulated plant time at demo speeds; 5 s still shows the step.
+DEMO_PROBATION_S = 5.0
 
 
-def _demo_settings(base: Settings, port: int, state_dir: Path) -> Settings:
-    return base.model_copy(
-        update={
-            "mqtt": base.mqtt.model_copy(update={"host": "127.0.0.1", "port": port}),
-            "agent": base.agent.model_copy(update={"state_dir": state_dir, "gateway_id": "demo"}),
-            "log": base.log.model_copy(update={"level": "warning", "format": "console"}),
-            # The demo may run beside a real agent: its metrics endpoint takes any free port.
-            "service": base.service.model_copy(update={"http_port": 0}),
-        }
-    )
+def _demo_settings(
+    base: Settings, port: int, state_dir: Path, trusted_keys: Path | None = None
+) -> Settings:
+    update: dict[str, object] = {
+        "mqtt": base.mqtt.model_copy(update={"host": "127.0.0.1", "port": port}),
+        "agent": base.agent.model_copy(update={"state_dir": state_dir, "gateway_id": "demo"}),
+        "log": base.log.model_copy(update={"level": "warning", "format": "console"}),
+        # The demo may run beside a real agent: its metrics endpoint takes any free port.
+        "service": base.service.model_copy(update={"http_port": 0}),
+    }
+    if trusted_keys is not None:
+        update["updates"] = base.updates.model_copy(
+            update={
+                "trusted_keys": trusted_keys,
+                "groups": [UPDATE_GROUP],
+                "probation_s": min(base.updates.probation_s, DEMO_PROBATION_S),
+            }
+        )
+    return base.model_copy(update=update)
 
 
 def _clock(ts: float, start: float) -> str:
@@ -63,7 +90,140 @@ def _print_recommendation(payload: bytes, start_ts: float) -> None:
     if isinstance(action, dict) and action.get("text"):
         due = action.get("due_within_h")
         print(f"  action: {action['text']}" + (f" (within {due} h)" if due else ""))
+    print(f"  {_versions(rec)}")
     print(f"  id {rec.get('id')}", flush=True)
+
+
+def _versions(rec: dict[str, object]) -> str:
+    """`model X vA / rules vB`: what the recommendation came from (a live update changes it)."""
+    model = rec.get("model")
+    pack = rec.get("rule_pack")
+    model = model if isinstance(model, dict) else {}
+    pack = pack if isinstance(pack, dict) else {}
+    return (
+        f"model {model.get('name', '?')} v{model.get('version', '?')} / "
+        f"rules v{pack.get('version', '?')}"
+    )
+
+
+def _print_job_state(payload: bytes) -> None:
+    try:
+        state = json.loads(payload)
+    except ValueError:
+        print(f"(unreadable job state: {payload[:200]!r})", flush=True)
+        return
+    if not isinstance(state, dict):
+        print(f"(unreadable job state: {payload[:200]!r})", flush=True)
+        return
+    status = str(state.get("status", "?"))
+    line = f"[update] job {state.get('job_id')} bundle {state.get('bundle_version')}: {status}"
+    if state.get("step"):
+        line += f" {state['step']}"
+    if state.get("reason"):
+        line += f": {state['reason']}"
+    if status in ("SUCCEEDED", "FAILED", "REJECTED"):
+        line += f" (serving bundle {state.get('active_version', 0)})"
+    print(line, flush=True)
+
+
+def bump_version(version: str) -> str:
+    """The next patch version: `1.3.0` -> `1.3.1`; a version without a numeric tail gets `.1`."""
+    head, dot, last = version.rpartition(".")
+    if dot and last.isdigit():
+        return f"{head}.{int(last) + 1}"
+    return f"{version}.1"
+
+
+class LiveUpdate:
+    """The operator's side of the demo's live update, done with the real bundle commands.
+
+    Each command is printed as an operator would type it, then run in-process through
+    `edge-agent bundle`'s own parser, so the demo shows exactly what the README describes.
+    """
+
+    def __init__(self, workdir: Path, env_files: list[Path]) -> None:
+        self.workdir = workdir
+        self.env_files = env_files
+        self.secret_key = workdir / "ops.key"
+        self.trusted_keys = workdir / "ops.pub"
+        self._parser = argparse.ArgumentParser(prog="edge-agent")
+        bundle_cli.register(self._parser.add_subparsers(dest="command", required=True))
+
+    def command(self, *argv: str) -> None:
+        """Run one `edge-agent ...` command; a non-zero exit raises BundleError."""
+        print(f"$ edge-agent {shlex.join(argv)}", flush=True)
+        args = self._parser.parse_args(list(argv))
+        code = args.func(args)
+        sys.stdout.flush()
+        if code != 0:
+            raise BundleError(f"`edge-agent {argv[0]} {argv[1]}` exited with {code}")
+
+    def keygen(self) -> None:
+        """Make the signing key pair; the agent trusts its public half."""
+        self.command("bundle", "keygen", "--out", str(self.workdir / "ops"), "--comment", "demo")
+
+    def sources(self) -> tuple[Path, Path, str]:
+        """Copies of the shipped model and rule pack with bumped versions.
+
+        Returns the model manifest, the rule pack and a line saying what changed.
+        """
+        src = self.workdir / "src"
+        model_dir = src / "model"
+        shutil.copytree(default_manifest_path().parent, model_dir)
+        manifest_path = model_dir / default_manifest_path().name
+        manifest = json.loads(manifest_path.read_text())
+        old_model = str(manifest["version"])
+        manifest["version"] = bump_version(old_model)
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+        pack_text = default_pack_path().read_text()
+        found = re.search(r"^version:\s*(\S+)\s*$", pack_text, flags=re.MULTILINE)
+        if found is None:
+            raise BundleError(f"{default_pack_path()}: no `version:` line to bump")
+        old_pack = found.group(1).strip("'\"")
+        pack_text = (
+            f"{pack_text[: found.start()]}version: {bump_version(old_pack)}"
+            f"{pack_text[found.end() :]}"
+        )
+        pack_path = src / default_pack_path().name
+        pack_path.write_text(pack_text)
+        change = (
+            f"model {manifest['name']} {old_model} -> {manifest['version']}, "
+            f"rules {old_pack} -> {bump_version(old_pack)}"
+        )
+        return manifest_path, pack_path, change
+
+    def ship(self, port: int) -> None:
+        """Build, sign and publish the update bundle to the demo group (blocking)."""
+        model, pack, change = self.sources()
+        print(f"\n[update] shipping bundle {UPDATE_VERSION}: {change}", flush=True)
+        out = self.workdir / f"bundle-{UPDATE_VERSION}"
+        self.command("bundle", "build", "--model", str(model), "--rules", str(pack),
+                     "--version", str(UPDATE_VERSION), "--out", str(out))  # fmt: skip
+        self.command("bundle", "sign", str(out), "--key", str(self.secret_key))
+        env = [a for f in self.env_files for a in ("--env-file", str(f))]
+        self.command("bundle", "publish", str(out), "--group", UPDATE_GROUP,
+                     "--host", "127.0.0.1", "--port", str(port), *env)  # fmt: skip
+
+
+async def _update_after(update: LiveUpdate, delay: float, port: int, stop: asyncio.Event) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), delay)
+        return  # stopped before the update was due
+    # Shielded: a command cut off by Ctrl-C would outlive the broker it talks to; each
+    # finishes in a second or two, and the demo waits for it before stopping the broker.
+    ship = asyncio.ensure_future(asyncio.to_thread(update.ship, port))
+    try:
+        await asyncio.shield(ship)
+    except asyncio.CancelledError:
+        try:
+            await ship
+        except (EdgeAgentError, OSError) as exc:
+            log.warning("demo_update_not_shipped", error=str(exc))
+        raise
+    except (EdgeAgentError, OSError) as exc:
+        # The demo keeps running on the bundle it has; the user sees why nothing shipped.
+        log.error("demo_update_not_shipped", error=str(exc))  # noqa: TRY400 - no traceback
+        print(f"[update] not shipped: {exc}", flush=True)
 
 
 async def _simulate(
@@ -100,7 +260,17 @@ async def _demo(args: argparse.Namespace, base: Settings) -> None:
         for i in range(n)
     ]
     with tempfile.TemporaryDirectory(prefix="edge-demo-") as state, running_broker() as broker:
-        settings = _demo_settings(base, broker.port, Path(state))
+        update: LiveUpdate | None = None
+        if args.update_after > 0:
+            update = LiveUpdate(Path(state) / "ops", args.env_file)
+            update.workdir.mkdir()
+            update.keygen()
+        # The agent's state and the operator's keys and bundles apart, as on a real fleet.
+        agent_dir = Path(state) / "agent"
+        agent_dir.mkdir()
+        settings = _demo_settings(
+            base, broker.port, agent_dir, update.trusted_keys if update else None
+        )
         prefix = topic_prefix(settings)
         print(
             f"edge-agent demo: {n} pumps on mosquitto 127.0.0.1:{broker.port}, "
@@ -109,6 +279,12 @@ async def _demo(args: argparse.Namespace, base: Settings) -> None:
             f"Recommendations arrive on {prefix}/recommendations/<asset>. Ctrl-C stops.",
             flush=True,
         )
+        if update is not None:
+            print(
+                f"A fleet update ships to group {UPDATE_GROUP} after {args.update_after:g} s; "
+                f"job states on {settings.updates.state_topic.format(gateway='demo')}.",
+                flush=True,
+            )
         agent = asyncio.create_task(run_agent(settings, stop), name="agent")
         async with MqttClient(settings.mqtt, client_id="edge-demo-plant", name="demo") as client:
             client.subscribe(
@@ -116,16 +292,31 @@ async def _demo(args: argparse.Namespace, base: Settings) -> None:
                 1,
                 lambda _topic, payload: _print_recommendation(payload, start_ts),
             )
+            tasks = []
+            if update is not None:
+                client.subscribe(
+                    settings.updates.state_topic.format(gateway=gateway_id(settings)),
+                    1,
+                    lambda _topic, payload: _print_job_state(payload),
+                )
+                tasks.append(
+                    asyncio.create_task(
+                        _update_after(update, args.update_after, broker.port, stop), name="update"
+                    )
+                )
             await client.connected.wait()
             sim = asyncio.create_task(_simulate(client, pumps, args.speed, stop), name="plant")
+            tasks.append(sim)
             if args.duration > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), args.duration)
                 stop.set()
             await stop.wait()
-            sim.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sim
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await agent
     print("\nedge-agent demo stopped.", flush=True)
 

@@ -18,7 +18,7 @@ from edge_agent.daemon.probation import check_bundle, check_golden
 from edge_agent.daemon.updates import UpdateService
 from edge_agent.models.manifest import default_manifest_path
 from edge_agent.rules.pack import default_pack_path
-from tests.broker import Broker
+from edge_agent.simulator.broker import Broker
 from tests.update_kit import mqtt_client, update_settings
 
 

@@ -13,7 +13,7 @@ from edge_agent.daemon import metrics
 from edge_agent.daemon.errors import ConnectorError
 from edge_agent.daemon.readings import Outgoing, Reading, new_id
 from edge_agent.daemon.settings import IngestSettings, MqttSettings
-from tests.broker import Broker
+from edge_agent.simulator.broker import Broker
 
 WAIT_S = 10.0
 

@@ -21,7 +21,7 @@ from edge_agent.connectors.mqtt import MqttClient
 from edge_agent.daemon.errors import ConfigError
 from edge_agent.daemon.readings import Outgoing, new_id
 from edge_agent.daemon.settings import MqttSettings
-from tests.broker import Broker
+from edge_agent.simulator.broker import Broker
 
 PASSPHRASE = "correct horse battery staple"
 Key = ec.EllipticCurvePrivateKey

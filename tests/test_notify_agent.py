@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.simulator.broker import Broker
+from edge_agent.simulator.broker import Broker, free_port
 from edge_agent.simulator.plant import PumpStream
 from tests.agent_proc import AgentProcess, Listener
-from tests.broker import free_port
 
 START = 1_750_000_000.0
 

@@ -10,7 +10,7 @@ from edge_agent.daemon import metrics
 from edge_agent.daemon.outbox import MemoryQueue, open_outbox
 from edge_agent.daemon.readings import Outgoing, Priority, new_id
 from edge_agent.daemon.settings import MqttSettings, OutboxSettings
-from tests.broker import Broker
+from edge_agent.simulator.broker import Broker
 from tests.test_mqtt import WAIT_S, Collector, connected, mqtt_settings, sample
 
 

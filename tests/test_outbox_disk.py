@@ -15,7 +15,7 @@ from edge_agent.daemon.outbox import SqliteOutbox, open_outbox
 from edge_agent.daemon.outbox_store import PAGE_SIZE
 from edge_agent.daemon.readings import Outgoing, Priority
 from edge_agent.daemon.settings import OutboxSettings
-from tests.broker import Broker
+from edge_agent.simulator.broker import Broker
 from tests.test_mqtt import Collector, connected, mqtt_settings, sample
 
 SMALL = 64 * 1024  # the smallest cap: 16 pages

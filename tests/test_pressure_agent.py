@@ -9,10 +9,9 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from edge_agent.simulator.broker import Broker
+from edge_agent.simulator.broker import Broker, free_port
 from edge_agent.simulator.plant import FaultSpec, PumpStream
 from tests.agent_proc import AgentProcess, Listener
-from tests.broker import free_port
 
 START = 1_750_000_000.0
 HEALTHY = 40

@@ -28,7 +28,7 @@ from edge_agent.connectors.mqtt import MqttSink, status_topic, uplink_client
 from edge_agent.daemon.outbox import open_outbox
 from edge_agent.daemon.readings import Outgoing
 from edge_agent.daemon.settings import OutboxSettings, Settings
-from tests.broker import Broker
+from edge_agent.simulator.broker import Broker
 
 WAIT_S = 20.0
 ASSETS = 5

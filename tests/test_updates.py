@@ -18,7 +18,7 @@ from edge_agent.daemon.errors import ModelError
 from edge_agent.daemon.probation import check_rules
 from edge_agent.daemon.readings import Outgoing, new_id
 from edge_agent.daemon.updates import UpdateService
-from tests.broker import Broker
+from edge_agent.simulator.broker import Broker
 from tests.bundle_kit import MODEL_INPUT, make_bundle, resign, write_keys
 from tests.update_kit import StateWatcher, job_bytes, mqtt_client, update_settings
 

@@ -194,18 +194,11 @@ class Pipeline:
         return results
 
     def _outgoing(self, rec: Recommendation) -> Outgoing:
-        if rec.kind == "needs_review":
-            return Outgoing(
-                f"{self._prefix}/{self._review}/{rec.asset}",
-                rec.to_json(),
-                rec.id,
-                key=rec.asset,
-                priority=Priority.ESCALATION,
-            )
+        review = rec.kind == "needs_review"
         return Outgoing(
-            f"{self._prefix}/recommendations/{rec.asset}",
+            f"{self._prefix}/{self._review if review else 'recommendations'}/{rec.asset}",
             rec.to_json(),
             rec.id,
             key=rec.asset,
-            priority=Priority.RECOMMENDATION,
+            priority=Priority.ESCALATION if review else Priority.RECOMMENDATION,
         )

@@ -66,6 +66,8 @@ def build_scorer_and_advisor(settings: Settings) -> tuple[Scorer, Advisor]:
         backends=settings.model.backends,
         onnx_providers=settings.model.onnx_providers,
         max_batch=settings.model.max_batch,
+        litert_delegates=settings.model.litert_delegates,
+        precision=settings.model.precision,
     )
     advisor = Advisor(
         load_pack(settings.rules.packs),

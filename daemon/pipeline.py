@@ -176,7 +176,7 @@ class Pipeline:
         contrib = out.contrib.tolist()
         probs = out.probs.tolist()
         classes = manifest.classes
-        threshold = manifest.threshold
+        threshold = self.scorer.threshold  # each artifact has its own calibration
         results = [
             WindowResult(
                 w.asset,

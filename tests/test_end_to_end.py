@@ -14,6 +14,12 @@ from edge_agent.simulator.broker import Broker
 from edge_agent.simulator.plant import FaultSpec, PumpStream, signature_of
 from tests.agent_proc import AgentProcess, Listener
 
+
+def agent_backend(agent: AgentProcess) -> str:
+    """The backend the agent said it scored with."""
+    return str(agent.wait_for_log("model loaded", timeout_s=1)["backend"])
+
+
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((ROOT / "rules" / "schemas" / "recommendation-v1.schema.json").read_text())
 START = 1_750_000_000.0
@@ -21,9 +27,17 @@ ONSET_S = 900.0
 DURATION_S = 1200.0
 
 
-@pytest.mark.parametrize("kind", ["cavitation", "overheating"])
+@pytest.mark.parametrize(
+    ("kind", "env"),
+    [
+        ("cavitation", {}),
+        # The same flow on LiteRT with the int8 model: the runtime Coral-class gateways use.
+        ("overheating", {"EDGE_MODEL__BACKENDS": '["litert"]', "EDGE_MODEL__PRECISION": "int8"}),
+    ],
+    ids=["cavitation-onnx-fp32", "overheating-litert-int8"],
+)
 def test_fault_on_one_pump_is_recommended_and_healthy_pumps_stay_quiet(
-    broker: Broker, tmp_path: Path, kind: str
+    broker: Broker, tmp_path: Path, kind: str, env: dict[str, str]
 ) -> None:
     fault = FaultSpec(kind, ONSET_S)
     pumps = [
@@ -31,7 +45,7 @@ def test_fault_on_one_pump_is_recommended_and_healthy_pumps_stay_quiet(
         for i in range(1, 5)
     ]
     listener = Listener(broker, "edge-agent/gw-test/recommendations/#")
-    agent = AgentProcess(broker, tmp_path / "state")
+    agent = AgentProcess(broker, tmp_path / "state", env)
     agent.start()
     try:
         agent.wait_for_log("agent running")
@@ -60,3 +74,7 @@ def test_fault_on_one_pump_is_recommended_and_healthy_pumps_stay_quiet(
     assert float(first["window_ts"]) - (START + ONSET_S) <= 60.0, first
     leading = first["signals"][0]["signal"]  # type: ignore[index]
     assert leading == signature_of(fault), first
+    assert first["cause"]["class"] == kind, first  # type: ignore[index]
+    backend = agent_backend(agent)
+    expected = "litert" if env else "onnx"
+    assert backend.startswith(expected), backend

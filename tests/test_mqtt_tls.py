@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import ipaddress
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from structlog.testing import capture_logs
 
 from edge_agent.connectors.mqtt import MqttClient
@@ -22,62 +16,9 @@ from edge_agent.daemon.errors import ConfigError
 from edge_agent.daemon.readings import Outgoing, new_id
 from edge_agent.daemon.settings import MqttSettings
 from edge_agent.simulator.broker import Broker
+from tests.pki import certificate, ec_key, write_cert, write_key
 
 PASSPHRASE = "correct horse battery staple"
-Key = ec.EllipticCurvePrivateKey
-
-
-def _cert(
-    subject: str, key: Key, issuer: tuple[x509.Certificate, Key] | None, *, ca: bool
-) -> x509.Certificate:
-    now = dt.datetime.now(dt.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer[0].subject if issuer else name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-    else:
-        san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
-        builder = builder.add_extension(san, critical=False)
-    return builder.sign(issuer[1] if issuer else key, hashes.SHA256())
-
-
-def _write(path: Path, cert: x509.Certificate | None = None, key: Key | None = None) -> Path:
-    if cert is not None:
-        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    if key is not None:
-        path.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.BestAvailableEncryption(PASSPHRASE.encode())
-                if path.name == "client.key"
-                else serialization.NoEncryption(),
-            )
-        )
-    path.chmod(0o644)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -87,16 +28,18 @@ def pki() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="edge-pki-"))
     d.chmod(0o755)
     for ca_name in ("ca", "other-ca"):
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca = _cert(f"edge test {ca_name}", ca_key, None, ca=True)
-        _write(d / f"{ca_name}.pem", ca)
-        srv_key = ec.generate_private_key(ec.SECP256R1())
-        _write(d / f"{ca_name}-server.pem", _cert("broker", srv_key, (ca, ca_key), ca=False))
-        _write(d / f"{ca_name}-server.key", key=srv_key)
+        ca_key = ec_key()
+        ca = certificate(f"edge test {ca_name}", ca_key, ca=True)
+        write_cert(d / f"{ca_name}.pem", ca)
+        srv_key = ec_key()
+        write_cert(d / f"{ca_name}-server.pem", certificate("broker", srv_key, (ca, ca_key)))
+        write_key(d / f"{ca_name}-server.key", srv_key)
         if ca_name == "ca":
-            cli_key = ec.generate_private_key(ec.SECP256R1())
-            _write(d / "client.pem", _cert("gateway-7", cli_key, (ca, ca_key), ca=False))
-            _write(d / "client.key", key=cli_key)
+            cli_key = ec_key()
+            write_cert(d / "client.pem", certificate("gateway-7", cli_key, (ca, ca_key)))
+            write_key(d / "client.key", cli_key, PASSPHRASE)
+    for path in d.iterdir():
+        path.chmod(0o644)
     yield d
     shutil.rmtree(d, ignore_errors=True)
 

@@ -5,8 +5,6 @@ The tests make their own CA and certificates with `cryptography`.
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import logging
 import shutil
 from collections.abc import AsyncIterator
@@ -15,19 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives.serialization import Encoding
 from structlog.testing import capture_logs
 
 from edge_agent.daemon.settings import OpcUaSettings
 from edge_agent.simulator.opcua_server import PlantServer
+from tests.pki import certificate, rsa_key, write_cert, write_key
 from tests.test_opcua import running
 
 CLIENT_URI = "urn:edge-agent:client"
 SERVER_URI = "urn:edge-agent:plant-server"
 PASSWORD = "pw-Xq7-never-logged"
+DER = Encoding.DER  # what asyncua reads certificates as
 
 
 @dataclass(frozen=True)
@@ -42,97 +39,22 @@ class Pki:
     server_trust: Path  # the server's trusted folder
 
 
-def _key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _cert(
-    subject: str,
-    key: rsa.RSAPrivateKey,
-    issuer: str,
-    issuer_key: rsa.RSAPrivateKey,
-    *,
-    ca: bool = False,
-    uri: str | None = None,
-) -> x509.Certificate:
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if ca:
-        usage = x509.KeyUsage(
-            digital_signature=False,
-            content_commitment=False,
-            key_encipherment=False,
-            data_encipherment=False,
-            key_agreement=False,
-            key_cert_sign=True,
-            crl_sign=True,
-            encipher_only=False,
-            decipher_only=False,
-        )
-        builder = builder.add_extension(usage, critical=True)
-    else:
-        usage = x509.KeyUsage(
-            digital_signature=True,
-            content_commitment=True,
-            key_encipherment=True,
-            data_encipherment=True,
-            key_agreement=False,
-            key_cert_sign=False,
-            crl_sign=False,
-            encipher_only=False,
-            decipher_only=False,
-        )
-        eku = x509.ExtendedKeyUsage(
-            [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-        )
-        san = x509.SubjectAlternativeName(
-            [
-                x509.UniformResourceIdentifier(uri or ""),
-                x509.DNSName("localhost"),
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            ]
-        )
-        builder = builder.add_extension(usage, critical=True).add_extension(eku, critical=False)
-        builder = builder.add_extension(san, critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _write(path: Path, cert: x509.Certificate, key: rsa.RSAPrivateKey | None = None) -> None:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.DER))
-    if key is not None:
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        path.with_suffix(".pem").write_bytes(pem)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     root = tmp_path_factory.mktemp("pki")
-    ca_key, server_key, client_key, rogue_key = _key(), _key(), _key(), _key()
-    ca = _cert("edge-agent test CA", ca_key, "edge-agent test CA", ca_key, ca=True)
-    server = _cert("plant-server", server_key, "edge-agent test CA", ca_key, uri=SERVER_URI)
-    client = _cert("edge-agent", client_key, "edge-agent test CA", ca_key, uri=CLIENT_URI)
-    rogue = _cert("rogue-plc", rogue_key, "rogue-plc", rogue_key, uri=SERVER_URI)
-    _write(root / "ca.der", ca)
-    _write(root / "server.der", server, server_key)
-    _write(root / "client.der", client, client_key)
-    _write(root / "rogue.der", rogue, rogue_key)
+    ca_key, server_key, client_key, rogue_key = rsa_key(), rsa_key(), rsa_key(), rsa_key()
+    ca = certificate("edge-agent test CA", ca_key, ca=True)
+    server = certificate("plant-server", server_key, (ca, ca_key), uri=SERVER_URI)
+    client = certificate("edge-agent", client_key, (ca, ca_key), uri=CLIENT_URI)
+    rogue = certificate("rogue-plc", rogue_key, uri=SERVER_URI)
+    write_cert(root / "ca.der", ca, DER)
+    for name, cert, key in [
+        ("server", server, server_key),
+        ("client", client, client_key),
+        ("rogue", rogue, rogue_key),
+    ]:
+        write_cert(root / f"{name}.der", cert, DER)
+        write_key(root / f"{name}.pem", key)
     (root / "server-trust").mkdir()
     shutil.copy(root / "ca.der", root / "server-trust" / "ca.der")
     return Pki(

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import queue
-import signal
-import subprocess
-import sys
-import threading
-import time
 
 import yaml
 
 from edge_agent.models.manifest import default_manifest_path
 from edge_agent.rules.pack import default_pack_path
+from tests.demo_proc import run_demo
 
 STEPS = [
     "QUEUED",
@@ -39,52 +33,21 @@ def test_demo_ships_an_update_live_and_recommendations_carry_the_new_versions() 
         f"model {model['name']} v{_next_patch(model['version'])} / "
         f"rules v{_next_patch(str(pack['version']))}"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_")}
-    env["EDGE_UPDATES__PROBATION_S"] = "2"  # the demo caps it at 5 s; shorter keeps this quick
-    # The fault starts 20 wall seconds in, well after the update (2 s, plus build and
-    # probation), so its recommendation can only come from the new bundle.
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_agent.daemon.cli", "demo", "--speed", "60",
-         "--assets", "2", "--fault", "overheating", "--onset", "1200", "--update-after", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    stdout = proc.stdout
-    lines: queue.Queue[str] = queue.Queue()
 
-    def read() -> None:
-        for line in stdout:
-            lines.put(line)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    out: list[str] = []
-
-    def done() -> bool:
-        text = "".join(out)
+    def done(text: str) -> bool:
         return "SUCCEEDED" in text and "rules v" in text.split("SUCCEEDED", 1)[1]
 
-    deadline = time.monotonic() + 50
-    try:
-        while time.monotonic() < deadline and not done():
-            try:
-                out.append(lines.get(timeout=1.0))
-            except queue.Empty:
-                continue
-        proc.send_signal(signal.SIGINT)
-        proc.wait(30)
-        reader.join(5)
-        err = proc.stderr.read() if proc.stderr else ""
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    while not lines.empty():
-        out.append(lines.get())
-    text = "".join(out)
-    assert proc.returncode == 0, text + err
+    # The fault starts 20 wall seconds in, well after the update (2 s, plus build and
+    # probation), so its recommendation can only come from the new bundle.
+    fault = ["--fault", "overheating", "--onset", "1200"]
+    run = run_demo(
+        ["--speed", "60", "--assets", "2", *fault, "--update-after", "2"],
+        until=done,
+        timeout_s=50,
+        env={"EDGE_UPDATES__PROBATION_S": "2"},  # the demo caps it at 5 s; shorter is quicker
+    )
+    text, err = run.out, run.err
+    assert run.returncode == 0, text + err
     assert "Traceback" not in err, err
     assert "demo stopped" in text
     # The operator's commands, as the README gives them, were run.

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real mosquitto per test, unique topics."""
+"""Shared fixtures: a real mosquitto per test, unique topics, a bundle signing key."""
 
 from __future__ import annotations
 
@@ -6,11 +6,15 @@ import uuid
 from typing import TYPE_CHECKING
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge_agent.daemon.bundle import TrustedKeys
 from edge_agent.simulator.broker import Broker, running_broker
+from tests.bundle_kit import write_keys
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
 
 @pytest.fixture
@@ -24,3 +28,15 @@ def broker() -> Iterator[Broker]:
 def topic_root() -> str:
     """A topic prefix no other test uses."""
     return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def key() -> Ed25519PrivateKey:
+    """A fresh bundle signing key."""
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture
+def keys(tmp_path: Path, key: Ed25519PrivateKey) -> TrustedKeys:
+    """The trusted bundle keys: `key` alone."""
+    return TrustedKeys.load(write_keys(tmp_path / "trusted.keys", key))

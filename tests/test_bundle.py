@@ -22,16 +22,6 @@ from edge_agent.daemon.errors import ConfigError
 from tests.bundle_kit import MODEL_INPUT, make_bundle, write_keys
 
 
-@pytest.fixture
-def key() -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.generate()
-
-
-@pytest.fixture
-def keys(tmp_path: Path, key: Ed25519PrivateKey) -> TrustedKeys:
-    return TrustedKeys.load(write_keys(tmp_path / "trusted.keys", key))
-
-
 def _verify(path: Path, keys: TrustedKeys, highest: int = 0) -> None:
     verify_bundle(path, keys, highest=highest, model_input=MODEL_INPUT)
 

@@ -12,17 +12,7 @@ from edge_agent.daemon.bundle_store import BundleStore, JobRecord, active_bundle
 from edge_agent.daemon.errors import BundleError
 from edge_agent.daemon.settings import Settings
 from edge_agent.daemon.updates import bundle_settings
-from tests.bundle_kit import MODEL_INPUT, make_bundle, write_keys
-
-
-@pytest.fixture
-def key() -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.generate()
-
-
-@pytest.fixture
-def keys(tmp_path: Path, key: Ed25519PrivateKey) -> TrustedKeys:
-    return TrustedKeys.load(write_keys(tmp_path / "trusted.keys", key))
+from tests.bundle_kit import MODEL_INPUT, make_bundle
 
 
 def _install(store: BundleStore, src: Path, keys: TrustedKeys) -> Path:

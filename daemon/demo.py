@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import re
 import shlex
 import shutil
@@ -32,7 +33,7 @@ from edge_agent.daemon import bundle_cli, logs
 from edge_agent.daemon.app import gateway_id, run_agent, topic_prefix
 from edge_agent.daemon.errors import BundleError, EdgeAgentError
 from edge_agent.daemon.readings import Outgoing, Priority, new_id
-from edge_agent.daemon.settings import Settings, load_settings
+from edge_agent.daemon.settings import OpcUaNode, OpcUaSettings, Settings, load_settings
 from edge_agent.models.manifest import default_manifest_path
 from edge_agent.rules.pack import default_pack_path
 from edge_agent.simulator.broker import running_broker
@@ -260,65 +261,120 @@ async def _demo(args: argparse.Namespace, base: Settings) -> None:
         for i in range(n)
     ]
     with tempfile.TemporaryDirectory(prefix="edge-demo-") as state, running_broker() as broker:
-        update: LiveUpdate | None = None
-        if args.update_after > 0:
-            update = LiveUpdate(Path(state) / "ops", args.env_file)
-            update.workdir.mkdir()
-            update.keygen()
-        # The agent's state and the operator's keys and bundles apart, as on a real fleet.
-        agent_dir = Path(state) / "agent"
-        agent_dir.mkdir()
-        settings = _demo_settings(
-            base, broker.port, agent_dir, update.trusted_keys if update else None
+        async with contextlib.AsyncExitStack() as plant_stack:
+            await _run_demo(
+                args, base, broker.port, Path(state), pumps, start_ts, stop, plant_stack
+            )
+    print("\nedge-agent demo stopped.", flush=True)
+
+
+async def _opcua_plant(
+    args: argparse.Namespace,
+    pumps: list[PumpStream],
+    start_ts: float,
+    stack: contextlib.AsyncExitStack,
+) -> OpcUaSettings:
+    """Serve the pumps over OPC UA in process; return the agent's OPC UA settings for them."""
+    from edge_agent.simulator.opcua_server import PlantServer  # noqa: PLC0415 - OPC UA only
+
+    faults = {p.asset: p.fault for p in pumps if p.fault is not None}
+    plant = await stack.enter_async_context(
+        PlantServer(
+            0,
+            [p.asset for p in pumps],
+            seed=1,
+            speed=args.speed,
+            start_ts=start_ts,
+            faults=faults,
         )
-        prefix = topic_prefix(settings)
+    )
+    return OpcUaSettings(
+        endpoint=plant.endpoint,
+        nodes=[OpcUaNode(**n) for n in plant.node_map()],
+        security_policy="None",
+        allow_insecure=True,  # a private loopback server that lives as long as the demo
+        publishing_interval_ms=200,
+        sampling_interval_ms=0,
+        # The server keeps `speed` samples a second per node; the queue must hold one interval.
+        queue_size=max(10, math.ceil(args.speed * 0.2) + 2),
+    )
+
+
+async def _run_demo(
+    args: argparse.Namespace,
+    base: Settings,
+    port: int,
+    state: Path,
+    pumps: list[PumpStream],
+    start_ts: float,
+    stop: asyncio.Event,
+    plant_stack: contextlib.AsyncExitStack,
+) -> None:
+    n = len(pumps)
+    if args.transport == "opcua":
+        opcua = await _opcua_plant(args, pumps, start_ts, plant_stack)
+        base = base.model_copy(
+            update={
+                "opcua": opcua,
+                "agent": base.agent.model_copy(update={"sources": ["opcua"]}),
+            }
+        )
+    update: LiveUpdate | None = None
+    if args.update_after > 0:
+        update = LiveUpdate(Path(state) / "ops", args.env_file)
+        update.workdir.mkdir()
+        update.keygen()
+    # The agent's state and the operator's keys and bundles apart, as on a real fleet.
+    agent_dir = Path(state) / "agent"
+    agent_dir.mkdir()
+    settings = _demo_settings(base, port, agent_dir, update.trusted_keys if update else None)
+    prefix = topic_prefix(settings)
+    print(
+        f"edge-agent demo: {n} pumps on mosquitto 127.0.0.1:{port}, "
+        f"{args.speed:g}x real time; pump-{n} develops {args.fault} at "
+        f"{_clock(start_ts + args.onset, start_ts)} simulated.\n"
+        f"Recommendations arrive on {prefix}/recommendations/<asset>. Ctrl-C stops.",
+        flush=True,
+    )
+    if update is not None:
         print(
-            f"edge-agent demo: {n} pumps on mosquitto 127.0.0.1:{broker.port}, "
-            f"{args.speed:g}x real time; pump-{n} develops {args.fault} at "
-            f"{_clock(start_ts + args.onset, start_ts)} simulated.\n"
-            f"Recommendations arrive on {prefix}/recommendations/<asset>. Ctrl-C stops.",
+            f"A fleet update ships to group {UPDATE_GROUP} after {args.update_after:g} s; "
+            f"job states on {settings.updates.state_topic.format(gateway='demo')}.",
             flush=True,
         )
+    agent = asyncio.create_task(run_agent(settings, stop), name="agent")
+    async with MqttClient(settings.mqtt, client_id="edge-demo-plant", name="demo") as client:
+        client.subscribe(
+            f"{prefix}/recommendations/#",
+            1,
+            lambda _topic, payload: _print_recommendation(payload, start_ts),
+        )
+        tasks = []
         if update is not None:
-            print(
-                f"A fleet update ships to group {UPDATE_GROUP} after {args.update_after:g} s; "
-                f"job states on {settings.updates.state_topic.format(gateway='demo')}.",
-                flush=True,
-            )
-        agent = asyncio.create_task(run_agent(settings, stop), name="agent")
-        async with MqttClient(settings.mqtt, client_id="edge-demo-plant", name="demo") as client:
             client.subscribe(
-                f"{prefix}/recommendations/#",
+                settings.updates.state_topic.format(gateway=gateway_id(settings)),
                 1,
-                lambda _topic, payload: _print_recommendation(payload, start_ts),
+                lambda _topic, payload: _print_job_state(payload),
             )
-            tasks = []
-            if update is not None:
-                client.subscribe(
-                    settings.updates.state_topic.format(gateway=gateway_id(settings)),
-                    1,
-                    lambda _topic, payload: _print_job_state(payload),
+            tasks.append(
+                asyncio.create_task(
+                    _update_after(update, args.update_after, port, stop), name="update"
                 )
-                tasks.append(
-                    asyncio.create_task(
-                        _update_after(update, args.update_after, broker.port, stop), name="update"
-                    )
-                )
-            await client.connected.wait()
-            sim = asyncio.create_task(_simulate(client, pumps, args.speed, stop), name="plant")
-            tasks.append(sim)
-            if args.duration > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), args.duration)
-                stop.set()
-            await stop.wait()
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await agent
-    print("\nedge-agent demo stopped.", flush=True)
+            )
+        await client.connected.wait()
+        sim = asyncio.create_task(_simulate(client, pumps, args.speed, stop), name="plant")
+        tasks.append(sim)
+        if args.duration > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), args.duration)
+            stop.set()
+        await stop.wait()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await agent
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ window holding a NaN is not scored: a bad value never enters the model as a good
 from __future__ import annotations
 
 import math
+import operator
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
@@ -22,6 +23,7 @@ from edge_agent.daemon.readings import Quality, Reading
 from edge_agent.daemon.settings import FrameSettings
 
 log = structlog.get_logger(__name__)
+_TS = operator.itemgetter(2)  # Reading.ts
 
 
 class Window(NamedTuple):
@@ -75,7 +77,14 @@ class FrameBuilder:
         return len(self._pending)
 
     def ingest(self, readings: Iterable[Reading]) -> None:
-        """Add readings (in time order per asset) to their frames."""
+        """Add a batch of readings to their frames.
+
+        A batch is put in time order first: an OPC UA publish response groups its
+        notifications by monitored item, so one signal's later samples may come before
+        another's earlier ones. Across batches, readings must arrive in time order per asset;
+        a reading older than the last emitted grid tick is dropped as late.
+        """
+        readings = sorted(readings, key=_TS)  # timsort: linear on already ordered MQTT batches
         index = self._index
         assets = self._assets
         rate = self.rate_hz

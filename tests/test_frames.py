@@ -150,3 +150,16 @@ def test_gate_under_pressure_skips_normal_keeps_outliers_and_samples() -> None:
     base = gate.baselines([normal[0]])
     assert base.shape == (1, 2)
     assert abs(base[0, 0] - 1.0) < 0.01
+
+
+def test_a_batch_grouped_by_signal_is_put_in_time_order() -> None:
+    """An OPC UA publish response lists each node's samples together, not in time order."""
+    f = _builder()
+    batch = [Reading("p1", "a", 100.0 + t, float(t)) for t in range(8)]
+    batch += [Reading("p1", "b", 100.0 + t, 10.0 * t) for t in range(8)]
+    late = _dropped("late")
+    f.ingest(batch)
+    windows = f.take()
+    assert _dropped("late") == late
+    np.testing.assert_array_equal(windows[0].values[:, 0], [0, 1, 2, 3])
+    np.testing.assert_array_equal(windows[0].values[:, 1], [0, 10, 20, 30])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 from pathlib import Path
@@ -75,6 +76,9 @@ def test_fault_on_one_pump_is_recommended_and_healthy_pumps_stay_quiet(
     leading = first["signals"][0]["signal"]  # type: ignore[index]
     assert leading == signature_of(fault), first
     assert first["cause"]["class"] == kind, first  # type: ignore[index]
+    about = [x for x in agent.lines if re.search(r"recommend|reading|raise", str(x.get("event")))]
+    assert about, agent.log_text()
+    assert all(x.get("asset") for x in about), about  # every such log line names its asset
     backend = agent_backend(agent)
     expected = "litert" if env else "onnx"
     assert backend.startswith(expected), backend

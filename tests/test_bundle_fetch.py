@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -13,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edge_agent.daemon.bundle import BundleRejectedError, read_manifest
 from edge_agent.daemon.bundle_fetch import DownloadError, Job, check_size, fetch
 from tests.bundle_kit import make_bundle
+from tests.bundle_server import RangeFiles, serving
 
 MODEL = "model/model.onnx"
 
@@ -79,30 +79,12 @@ def test_missing_source_file(source: Path, tmp_path: Path) -> None:
     assert info.value.reason == "missing_file"
 
 
-class _Flaky(BaseHTTPRequestHandler):
-    """Serves a directory with Range support; the first request of a file dies halfway."""
+class _Flaky(RangeFiles):
+    """The first request of each file dies halfway."""
 
-    root: Path
-    cut: set[str]
-    ranges: list[str]
+    cut: ClassVar[set[str]]
 
-    def do_GET(self) -> None:
-        path = self.root / self.path.lstrip("/")
-        if not path.is_file():
-            self.send_error(404)
-            return
-        data = path.read_bytes()
-        start = 0
-        header = self.headers.get("Range")
-        if header:
-            self.ranges.append(header)
-            start = int(header.removeprefix("bytes=").split("-")[0])
-            self.send_response(206)
-        else:
-            self.send_response(200)
-        body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
+    def send_body(self, body: bytes) -> None:
         if self.path not in self.cut:
             self.cut.add(self.path)
             self.wfile.write(body[: len(body) // 2])
@@ -111,22 +93,11 @@ class _Flaky(BaseHTTPRequestHandler):
             return
         self.wfile.write(body)
 
-    def log_message(self, *_args: object) -> None:
-        return
-
 
 @pytest.fixture
 def flaky_server(source: Path) -> Iterator[tuple[str, type[_Flaky]]]:
-    handler = type("Handler", (_Flaky,), {"root": source, "cut": set(), "ranges": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(_Flaky, source, cut=set()) as served:
+        yield served
 
 
 def test_http_download_resumes_with_a_range(

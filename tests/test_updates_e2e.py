@@ -9,12 +9,10 @@ import queue
 import re
 import shutil
 import signal
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ from edge_agent.rules.pack import default_pack_path
 from edge_agent.simulator.broker import Broker, free_port
 from edge_agent.simulator.plant import FaultSpec, PumpStream
 from tests.agent_proc import AgentProcess, Listener
+from tests.bundle_server import RangeFiles, serving
 
 GATEWAY = "gw-test"
 JOBS = f"edge-agent/{GATEWAY}/jobs/notify"
@@ -334,49 +333,23 @@ def test_golden_failure_rolls_back(
     assert final["active_version"] == 2
 
 
-class _Slow(BaseHTTPRequestHandler):
-    """Serves a bundle directory slowly (so a download can be interrupted), with Range."""
+class _Slow(RangeFiles):
+    """Sends slowly, so a download can be interrupted part-way."""
 
-    root: Path
-    ranges: list[str]
-
-    def do_GET(self) -> None:
-        path = self.root / self.path.lstrip("/")
-        if not path.is_file():
-            self.send_error(404)
-            return
-        data = path.read_bytes()
-        header = self.headers.get("Range")
-        start = int(header.removeprefix("bytes=").split("-")[0]) if header else 0
-        if header:
-            self.ranges.append(f"{self.path} {header}")
-        self.send_response(206 if header else 200)
-        self.send_header("Content-Length", str(len(data) - start))
-        self.end_headers()
+    def send_body(self, body: bytes) -> None:
         try:
-            for at in range(start, len(data), 4096):
-                self.wfile.write(data[at : at + 4096])
+            for at in range(0, len(body), 4096):
+                self.wfile.write(body[at : at + 4096])
                 self.wfile.flush()
                 time.sleep(0.1)
         except OSError:
             return  # the agent was killed mid-file
 
-    def log_message(self, *_args: object) -> None:
-        return
-
 
 @pytest.fixture
 def slow_server(tmp_path: Path) -> Iterator[tuple[str, type[_Slow]]]:
-    handler = type("Handler", (_Slow,), {"root": tmp_path, "ranges": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(_Slow, tmp_path) as served:
+        yield served
 
 
 def _until_partial(incoming: Path, bundle_dir: Path, timeout_s: float = 30.0) -> None:

@@ -447,11 +447,6 @@ class OpcUaSettings(Section):
 class OutboxSettings(Section):
     """Messages waiting for the uplink."""
 
-    max_messages: int = Field(
-        10_000,
-        ge=10,
-        description="Messages held; when full the lowest priority class, oldest first, is dropped.",
-    )
     max_bytes: int = Field(
         64 * 1024 * 1024,
         ge=64 * 1024,
@@ -644,8 +639,26 @@ class RetentionSettings(Section):
         description="Absolute allowed error by signal or asset/signal (JSON object).",
     )
     spans: dict[str, float] = Field(
-        default_factory=dict,
-        description="Engineering span by signal or asset/signal (JSON object), for deviation_pct.",
+        # Instrument ranges (zero to full scale of the transmitter), as PI-style historians
+        # take "span", for the simulator's pumps; each is a standard range a controls engineer
+        # would pick for that duty:
+        # - temperature 0-150 degC: motor winding Pt100 transmitter, covering insulation
+        #   class F (155 degC);
+        # - vibration 0-25 mm/s RMS: the common range of 4-20 mA velocity transmitters,
+        #   reaching well into ISO 20816 zone D;
+        # - current 0-50 A: a 50/5 A current transformer for a motor of ~30 A full load;
+        # - pressure 0-10 bar: discharge transmitter, ~1.8 x the highest discharge pressure;
+        # - flow 0-200 m3/h: magnetic flowmeter ranged at ~2 x the design flow (~85 m3/h).
+        default_factory=lambda: {
+            "temperature": 150.0,
+            "vibration": 25.0,
+            "current": 50.0,
+            "pressure": 10.0,
+            "flow": 200.0,
+        },
+        description="Engineering span (instrument range, zero to full scale) by signal or "
+        "asset/signal (JSON object), for deviation_pct; the defaults are the simulator "
+        "pumps' transmitter ranges.",
     )
     exception_share: float = Field(
         0.1,

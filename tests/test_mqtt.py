@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -57,6 +58,26 @@ async def take(batches: AsyncIterator[list[Reading]], n: int) -> list[Reading]:
     return out
 
 
+@asynccontextmanager
+async def wired(
+    broker: Broker,
+    ingest: IngestSettings,
+    *,
+    in_name: str = "in",
+    out_settings: MqttSettings | None = None,
+) -> AsyncIterator[tuple[MqttClient, MqttClient, MqttSource]]:
+    """An ingest client with its source and a publishing client, both connected, subscribed."""
+    async with (
+        MqttClient(mqtt_settings(broker), client_id="in", name=in_name) as cin,
+        MqttClient(out_settings or mqtt_settings(broker), client_id="out", name="out") as cout,
+        MqttSource(cin, ingest, "gw") as source,
+    ):
+        await connected(cin)
+        await connected(cout)
+        await cin.wait_subscribed()
+        yield cin, cout, source
+
+
 class Collector:
     """Messages seen by a plain subscriber, in arrival order."""
 
@@ -78,14 +99,7 @@ class Collector:
 async def test_round_trip_single_and_batch(broker: Broker, topic_root: str) -> None:
     ingest = IngestSettings(topics=[f"{topic_root}/{{asset}}/telemetry"])
     before = sample("edge_readings_total", {"connector": "mqtt"})
-    async with (
-        MqttClient(mqtt_settings(broker), client_id="in", name="in") as cin,
-        MqttClient(mqtt_settings(broker), client_id="out", name="out") as cout,
-        MqttSource(cin, ingest, "gw") as source,
-    ):
-        await connected(cin)
-        await connected(cout)
-        await cin.wait_subscribed()
+    async with wired(broker, ingest) as (_, cout, source):
         sink = MqttSink(cout)
         await sink.publish(msg(f"{topic_root}/p1/telemetry", {"ts": 1, "temp": 20.5}))
         batch = [{"ts": 2, "temp": 21}, {"ts": 3, "temp": 22, "vib": 0.5}]
@@ -102,14 +116,8 @@ async def test_round_trip_single_and_batch(broker: Broker, topic_root: str) -> N
 
 async def test_signal_topics_and_ms_timestamps(broker: Broker, topic_root: str) -> None:
     ingest = IngestSettings(topics=[f"{topic_root}/{{asset}}/{{signal}}"], ts_unit="ms")
-    async with (
-        MqttClient(mqtt_settings(broker), client_id="in", name="in") as cin,
-        MqttClient(mqtt_settings(broker, protocol="3.1.1"), client_id="out", name="out") as cout,
-        MqttSource(cin, ingest, "gw") as source,
-    ):
-        await connected(cin)
-        await connected(cout)
-        await cin.wait_subscribed()
+    out_settings = mqtt_settings(broker, protocol="3.1.1")
+    async with wired(broker, ingest, out_settings=out_settings) as (_, cout, source):
         await cout.publish(msg(f"{topic_root}/m1/current", {"ts": 1500, "value": 3}))
         await cout.publish(msg(f"{topic_root}/m1/flow", [{"ts": 2000, "value": 7.5}]))
         got = await take(source.batches(), 2)
@@ -185,21 +193,12 @@ async def test_reconnects_and_resubscribes_after_broker_restart(
 ) -> None:
     ingest = IngestSettings(topics=[f"{topic_root}/{{asset}}/telemetry"])
     before = sample("edge_reconnects_total", {"connector": "sensors"})
-    async with (
-        MqttClient(mqtt_settings(broker), client_id="in", name="sensors") as cin,
-        MqttClient(mqtt_settings(broker), client_id="out", name="out") as cout,
-        MqttSource(cin, ingest, "gw") as source,
-    ):
-        await connected(cin)
-        await connected(cout)
-        await cin.wait_subscribed()
+    async with wired(broker, ingest, in_name="sensors") as (cin, cout, source):
         batches = source.batches()
         await cout.publish(msg(f"{topic_root}/p1/telemetry", {"ts": 1, "a": 1}))
         assert (await take(batches, 1))[0].value == 1.0
         await asyncio.to_thread(broker.stop)
-        async with asyncio.timeout(WAIT_S):
-            while cin.connected.is_set():
-                await asyncio.sleep(0.02)
+        await until(lambda: not cin.connected.is_set())
         await asyncio.to_thread(broker.start)
         await connected(cin)
         await connected(cout)
@@ -213,9 +212,7 @@ async def test_publish_waiting_for_ack_survives_a_restart(broker: Broker, topic_
     async with MqttClient(mqtt_settings(broker), client_id="out", name="out") as cout:
         await connected(cout)
         await asyncio.to_thread(broker.stop)
-        async with asyncio.timeout(WAIT_S):
-            while cout.connected.is_set():
-                await asyncio.sleep(0.02)
+        await until(lambda: not cout.connected.is_set())
         # Retained, so that a subscriber after the restart sees what the broker stored.
         late = msg(f"{topic_root}/x", b"late")._replace(retain=True)
         pending = asyncio.create_task(cout.publish(late))
@@ -235,9 +232,7 @@ async def test_publish_pending_at_close_raises(broker: Broker, topic_root: str) 
     async with client:
         await connected(client)
         await asyncio.to_thread(broker.stop)
-        async with asyncio.timeout(WAIT_S):
-            while client.connected.is_set():
-                await asyncio.sleep(0.02)
+        await until(lambda: not client.connected.is_set())
         pending = asyncio.create_task(client.publish(msg(f"{topic_root}/x", b"never")))
         await asyncio.sleep(0.1)
     with pytest.raises(ConnectorError):
@@ -248,14 +243,7 @@ async def test_full_buffer_drops_newest_and_counts(broker: Broker, topic_root: s
     ingest = IngestSettings(topics=[f"{topic_root}/{{asset}}/telemetry"], max_buffered=1000)
     before = sample("edge_readings_dropped_total", {"reason": "buffer_full"})
     rows = [{"ts": i, "a": i} for i in range(300)]
-    async with (
-        MqttClient(mqtt_settings(broker), client_id="in", name="in") as cin,
-        MqttClient(mqtt_settings(broker), client_id="out", name="out") as cout,
-        MqttSource(cin, ingest, "gw") as source,
-    ):
-        await connected(cin)
-        await connected(cout)
-        await cin.wait_subscribed()
+    async with wired(broker, ingest) as (_, cout, source):
         for _ in range(5):  # 1500 readings, nobody consuming
             await cout.publish(msg(f"{topic_root}/p1/telemetry", rows))
         await cout.publish(msg(f"{topic_root}/p1/telemetry", {"ts": -1, "a": -1}))

@@ -7,8 +7,10 @@ Python 3.11, one core of the development machine):
 - `common-expression-language` (Rust bindings): ~6,000 evaluations/s when all of a
   window's values are converted into a `cel.Context` for each evaluation (the nested dicts
   dominate); ~1,000,000/s against a context built once. With `Projection` below the
-  default pack runs at ~9,500 windows/s, ~66,000 conditions/s, context building included
-  (`python -m bench.bench_rules`). Typed stubs; errors carry line and column.
+  default pack ran at ~9,500-13,000 windows/s, context building included; with the
+  shortcuts of rules/shortcut.py, which settle most conditions from the plain values
+  without a context, at ~60,000-70,000 (`python -m bench.bench_rules`). Typed stubs;
+  errors carry line and column.
 - `cel-python` (pure Python, lark): ~3,500 evaluations/s even with the activation
   converted ahead of time.
 
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 import cel
 
 from edge_agent.daemon.errors import RuleError
+from edge_agent.rules.shortcut import Shortcut, Values, compile_shortcut
 
 # Names a condition may use at its top level (see `activation` in rules/engine.py).
 VARIABLES = frozenset(
@@ -59,10 +62,15 @@ _SEG = re.compile(r"\.\s*([A-Za-z_]\w*)|\[\s*['\"]([^'\"]+)['\"]\s*\]")
 
 @dataclass(frozen=True, slots=True)
 class Condition:
-    """A compiled CEL condition; `source` is the text as written in the pack."""
+    """A compiled CEL condition; `source` is the text as written in the pack.
+
+    `shortcut` settles it from the window's plain values where that is certain (see
+    rules/shortcut.py), so most windows need no CEL context at all.
+    """
 
     source: str
     program: cel.Program
+    shortcut: Shortcut
 
     def __call__(self, context: cel.Context) -> bool:
         """Evaluate against one window; a non-boolean result is a RuleError."""
@@ -99,7 +107,7 @@ def compile_condition(source: str) -> Condition:
     except (ValueError, RuntimeError) as exc:
         # The parser's message repeats the whole expression; keep its first line and caret.
         raise RuleError(f"does not compile: {_first_error(str(exc))}") from exc
-    return Condition(source, program)
+    return Condition(source, program, compile_shortcut(source))
 
 
 class Projection:
@@ -129,12 +137,16 @@ class Projection:
         self._whole = tuple(sorted(whole))
         self._paths = {k: tuple(sorted(v)) for k, v in paths.items() if k not in whole}
 
-    def context(self, values: Mapping[str, object]) -> cel.Context:
-        """Build the evaluation context of one window (once, shared by every condition)."""
+    def context(
+        self, values: Mapping[str, object], extra: Mapping[str, object] | None = None
+    ) -> cel.Context:
+        """Build the evaluation context of one window; `extra` roots are passed as they are."""
         out: dict[str, object] = {v: values[v] for v in self._whole if v in values}
         for root in self._paths:
             if (part := self.part(root, values.get(root))) is not None:
                 out[root] = part
+        if extra:
+            out.update(extra)
         return cel.Context(out)
 
     def part(self, root: str, source: object) -> object:
@@ -145,6 +157,36 @@ class Projection:
         for path in self._paths.get(root, ()):
             _copy(source, node, path)
         return node
+
+
+class Window:
+    """One window's CEL context, built on the first condition its shortcut cannot settle.
+
+    Built once for the window and shared by its conditions. In a normal window every
+    condition of the default pack settles without it, which saves ~50 us of the ~90 us
+    a window cost when the context was built for each.
+    """
+
+    __slots__ = ("_context", "_late", "_projection", "values")
+
+    def __init__(self, projection: Projection, values: Values) -> None:
+        self._projection = projection
+        self.values = values
+        self._context: cel.Context | None = None
+        self._late: dict[str, object] = {}
+
+    def add_variable(self, name: str, value: object) -> None:
+        """Set a root computed during the window (`flag`, `at_raise`), now or once built."""
+        if self._context is not None:
+            self._context.add_variable(name, value)
+        else:
+            self._late[name] = value
+
+    def evaluate(self, cond: Condition) -> bool:
+        """The condition's value by CEL (its shortcut already asked), building the context."""
+        if self._context is None:
+            self._context = self._projection.context(self.values, self._late)
+        return cond(self._context)
 
 
 def _copy(source: Mapping[str, object], target: dict[str, object], path: tuple[str, ...]) -> None:

@@ -46,6 +46,26 @@ def make_bundle(
 ) -> BundleManifest:
     """Lay out and sign a bundle; return its manifest."""
     lay_out(bundle_dir, tag)
+    return resign(
+        bundle_dir,
+        key,
+        version,
+        expires=expires or datetime.now(UTC) + timedelta(days=1),
+        min_agent=min_agent,
+        model_input=model_input,
+    )
+
+
+def resign(
+    bundle_dir: Path,
+    key: Ed25519PrivateKey,
+    version: int,
+    *,
+    expires: datetime | None = None,
+    min_agent: str = "0.0.1",
+    model_input: dict[str, Any] | None = None,
+) -> BundleManifest:
+    """Describe and sign the files laid out in `bundle_dir` (again, if they were edited)."""
     manifest = make_manifest(
         bundle_dir,
         version=version,
@@ -53,24 +73,8 @@ def make_bundle(
         rules=["rules/pump.yaml"],
         golden="golden.json",
         model_input=model_input if model_input is not None else MODEL_INPUT,
-        expires=expires or datetime.now(UTC) + timedelta(days=1),
+        expires=expires,
         min_agent=min_agent,
-    )
-    signed = sign(manifest, key)
-    write_manifest(bundle_dir, signed)
-    return signed
-
-
-def resign(bundle_dir: Path, key: Ed25519PrivateKey, version: int) -> BundleManifest:
-    """Re-describe and re-sign a bundle whose files were edited after it was made."""
-    manifest = make_manifest(
-        bundle_dir,
-        version=version,
-        model="model/manifest.json",
-        rules=["rules/pump.yaml"],
-        golden="golden.json",
-        model_input=MODEL_INPUT,
-        min_agent="0.0.1",
     )
     signed = sign(manifest, key)
     write_manifest(bundle_dir, signed)

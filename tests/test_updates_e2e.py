@@ -24,7 +24,6 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from edge_agent.daemon.bundle import read_manifest, sign
 from edge_agent.daemon.bundle_build import describe_files, write_manifest
 from edge_agent.daemon.bundle_cli import register
-from edge_agent.daemon.bundle_fetch import Job
 from edge_agent.daemon.bundle_store import active_bundle
 from edge_agent.models.manifest import default_manifest_path
 from edge_agent.rules.pack import default_pack_path
@@ -32,6 +31,7 @@ from edge_agent.simulator.broker import Broker, free_port
 from edge_agent.simulator.plant import FaultSpec, PumpStream
 from tests.agent_proc import AgentProcess, Listener
 from tests.bundle_server import RangeFiles, serving
+from tests.update_kit import job_bytes
 
 GATEWAY = "gw-test"
 JOBS = f"edge-agent/{GATEWAY}/jobs/notify"
@@ -90,19 +90,6 @@ class Ops:
         changes.setdefault("files", describe_files(bundle_dir))
         manifest = msgspec.structs.replace(manifest, **changes)
         write_manifest(bundle_dir, sign(manifest, key or self.key))
-
-
-def job(bundle_dir: Path, job_id: str, *, inline: bool = True) -> bytes:
-    """A job document as `bundle publish` makes it."""
-    manifest = read_manifest(bundle_dir)
-    if inline:
-        files = {
-            n: base64.b64encode((bundle_dir / n).read_bytes()).decode()
-            for n in manifest.files
-            if ".." not in n  # an unsafe name is refused before any file is looked at
-        }
-        return msgspec.json.encode(Job(job_id, manifest.version, manifest, inline=files))
-    return msgspec.json.encode(Job(job_id, manifest.version, manifest, url=bundle_dir.as_uri()))
 
 
 class States:
@@ -199,7 +186,7 @@ def test_live_update_carries_new_versions_installs_once(
     try:
         for second in range(1200):
             if second == 300:  # mid-stream, the update arrives
-                listener.publish(JOBS, job(bundle, "job-2"))
+                listener.publish(JOBS, job_bytes(bundle, "job-2", inline=True))
                 flow = states.until("job-2")
             for pump in pumps:
                 ts, values = pump.step()
@@ -207,7 +194,7 @@ def test_live_update_carries_new_versions_installs_once(
                     f"plant/{pump.asset}/telemetry", json.dumps({"ts": ts, **values}).encode()
                 )
                 sent += len(values)  # one reading per signal
-        listener.publish(JOBS, job(bundle, "job-2"))  # delivered again
+        listener.publish(JOBS, job_bytes(bundle, "job-2", inline=True))  # delivered again
         again = states.until("job-2")
         recs = states.recommendations()
         readings = _metric(agent_env, "edge_readings_total")
@@ -272,25 +259,26 @@ def test_rejections_leave_the_running_bundle_serving(
     agent = _start(broker, tmp_path / "state", agent_env)
     states = States(listener)
     try:
-        listener.publish(JOBS, job(good, "job-5"))
+        listener.publish(JOBS, job_bytes(good, "job-5", inline=True))
         assert states.until("job-5")[-1]["status"] == "SUCCEEDED"
         results: dict[str, dict[str, Any]] = {}
         for name, path in cases.items():
-            payload = job(path, f"job-{name}", inline=name != "hash_mismatch")
+            payload = job_bytes(path, f"job-{name}", inline=name != "hash_mismatch")
             if name == "hash_mismatch":  # the served file changes after the manifest was made
                 (path / "golden.json").write_bytes(b" " + (path / "golden.json").read_bytes()[1:])
             listener.publish(JOBS, payload)
             results[name] = states.until(f"job-{name}")[-1]
-        listener.publish(JOBS, job(good, "job-again-5"))  # same version, new job: not above 5
+        # The same version again, as a new job: not above 5.
+        listener.publish(JOBS, job_bytes(good, "job-again-5", inline=True))
         results["old_version"] = states.until("job-again-5")[-1]
-        extra = json.loads(job(extra_dir, "job-extra_file"))
+        extra = json.loads(job_bytes(extra_dir, "job-extra_file", inline=True))
         extra["inline"]["rules/evil.yaml"] = base64.b64encode(b"pack: evil\n").decode()
         listener.publish(JOBS, json.dumps(extra).encode())
         results["extra_file"] = states.until("job-extra_file")[-1]
         agent.stop(signal.SIGTERM)
         # After a restart, the highest accepted version still holds.
         agent = _start(broker, tmp_path / "state", agent_env)
-        listener.publish(JOBS, job(good, "job-after-restart"))
+        listener.publish(JOBS, job_bytes(good, "job-after-restart", inline=True))
         results["old_version_after_restart"] = states.until("job-after-restart")[-1]
         assert agent.proc is not None
         assert agent.proc.poll() is None
@@ -319,9 +307,9 @@ def test_golden_failure_rolls_back(
     agent = _start(broker, tmp_path / "state", agent_env)
     states = States(listener)
     try:
-        listener.publish(JOBS, job(good, "job-2"))
+        listener.publish(JOBS, job_bytes(good, "job-2", inline=True))
         states.until("job-2")
-        listener.publish(JOBS, job(bad, "job-3"))
+        listener.publish(JOBS, job_bytes(bad, "job-3", inline=True))
         final = states.until("job-3")[-1]
         assert agent.proc is not None
         assert agent.proc.poll() is None
@@ -384,9 +372,9 @@ def test_sigkill_during_a_step(
     agent = _start(broker, tmp_path / "state", env)
     states = States(listener)
     try:
-        listener.publish(JOBS, job(old, "job-2"))
+        listener.publish(JOBS, job_bytes(old, "job-2", inline=True))
         states.until("job-2")
-        payload = json.loads(job(new, "job-3", inline=False))
+        payload = json.loads(job_bytes(new, "job-3", inline=False))
         payload["url"] = f"{url}/{new.name}"
         retained = json.dumps(payload).encode()
         listener.client.publish(JOBS, retained, qos=1, retain=True).wait_for_publish(10)

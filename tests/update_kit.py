@@ -22,6 +22,7 @@ def job_bytes(bundle_dir: Path, job_id: str, *, inline: bool = False) -> bytes:
         files = {
             name: base64.b64encode((bundle_dir / name).read_bytes()).decode()
             for name in manifest.files
+            if ".." not in name  # an unsafe name is refused before any file is looked at
         }
         job = Job(job_id=job_id, version=manifest.version, manifest=manifest, inline=files)
     else:

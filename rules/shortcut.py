@@ -57,8 +57,15 @@ def compile_shortcut(source: str) -> Shortcut:
     expr = gen.node(source)
     # `v` is the window's values; only a plain dict is read (see _Gen.get).
     code = f"lambda v: ({expr}) if type(v) is dict else None"
-    settle: Shortcut = eval(code, gen.constants)  # noqa: S307 - generated, see the docstring
+    try:
+        settle: Shortcut = eval(code, gen.constants)  # noqa: S307 - generated, see above
+    except (SyntaxError, RecursionError, MemoryError):
+        return _unknown  # brackets nested past Python's parser limits: CEL decides alone
     return settle
+
+
+def _unknown(_values: Values) -> bool | None:
+    return None
 
 
 class _Gen:
@@ -96,26 +103,21 @@ class _Gen:
         return self._atom(text)
 
     def _all(self, parts: list[str]) -> str:
-        # CEL: `e && false` is false whatever `e` is; true only when every part is.
-        expr = parts[-1]
-        for part in reversed(parts[:-1]):
-            t, r = self._name("t"), self._name("r")
-            expr = (
-                f"(False if ({t} := {part}) is False else "
-                f"({r} if ({r} := {expr}) is False or {t} is True else None))"
-            )
-        return expr
+        # CEL: `e && false` is false whatever `e` is; true only when every part is. Flat,
+        # not nested, so a long conjunction stays within Python's parser limits.
+        names = [self._name("t") for _ in parts]
+        first_false = " or ".join(
+            f"({t} := {p}) is False" for t, p in zip(names, parts, strict=True)
+        )
+        all_true = " and ".join(f"{t} is True" for t in names)
+        return f"(False if {first_false} else (True if {all_true} else None))"
 
     def _any(self, parts: list[str]) -> str:
         # CEL: `e || true` is true whatever `e` is; false only when every part is.
-        expr = parts[-1]
-        for part in reversed(parts[:-1]):
-            t, r = self._name("t"), self._name("r")
-            expr = (
-                f"(True if ({t} := {part}) is True else "
-                f"({r} if ({r} := {expr}) is True or {t} is False else None))"
-            )
-        return expr
+        names = [self._name("t") for _ in parts]
+        first_true = " or ".join(f"({t} := {p}) is True" for t, p in zip(names, parts, strict=True))
+        all_false = " and ".join(f"{t} is False" for t in names)
+        return f"(True if {first_true} else (False if {all_false} else None))"
 
     def _atom(self, text: str) -> str:
         if _PATH_ONLY.fullmatch(text):

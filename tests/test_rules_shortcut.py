@@ -135,6 +135,15 @@ def test_forms_outside_the_subset_go_to_cel_or_agree_with_it(source: str) -> Non
     assert got is None or got is _cel(source, values)
 
 
+def test_a_long_conjunction_still_compiles_and_settles() -> None:
+    source = " && ".join(f"k.a{i} > 1.0" for i in range(300))
+    shortcut = compile_shortcut(source)
+    high = {"k": {f"a{i}": 2.0 for i in range(300)}}
+    assert shortcut(high) is True
+    assert shortcut({"k": high["k"] | {"a299": 0.5}}) is False
+    assert shortcut({"k": {}}) is None
+
+
 def test_shortcuts_settle_the_default_pack_on_a_normal_window() -> None:
     pack = load_pack([])
     result = next(_windows(random.Random(1), 1))._replace(

@@ -109,7 +109,7 @@ class Listener:
             ready.set()
 
         def on_message(_c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
-            self.messages.put((msg.topic, msg.payload))
+            self.messages.put((msg.topic, bytes(msg.payload)))
 
         self.client.on_connect = on_connect
         self.client.on_message = on_message

@@ -14,7 +14,7 @@ import edge_agent.models
 import edge_agent.rules
 
 ROOT = Path(__file__).resolve().parent.parent
-GENERIC = ("daemon", "connectors", "models", "rules", "simulator")
+GENERIC = ("daemon", "connectors", "models", "rules", "simulator", "systemd")
 
 
 def test_editable_install_maps_the_folders() -> None:

@@ -330,7 +330,7 @@ async def _run_demo(
     settings = _demo_settings(base, port, agent_dir, update.trusted_keys if update else None)
     prefix = topic_prefix(settings)
     print(
-        f"edge-agent demo: {n} pumps on mosquitto 127.0.0.1:{port}, "
+        f"edge-agent demo: {n} pumps over {args.transport} (uplink: mosquitto 127.0.0.1:{port}), "
         f"{args.speed:g}x real time; pump-{n} develops {args.fault} at "
         f"{_clock(start_ts + args.onset, start_ts)} simulated.\n"
         f"Recommendations arrive on {prefix}/recommendations/<asset>. Ctrl-C stops.",

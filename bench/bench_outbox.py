@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Literal, Self
 
-from edge_agent.connectors.mqtt import MqttClient, MqttSink
+from edge_agent.connectors.mqtt import MqttClient
+from edge_agent.connectors.uplink import MqttSink
 from edge_agent.daemon.outbox import open_outbox
 from edge_agent.daemon.readings import Outgoing, new_id
 from edge_agent.daemon.settings import MqttSettings, OutboxSettings

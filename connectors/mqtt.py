@@ -15,7 +15,7 @@ import random
 import socket
 import ssl
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, Self, cast
 
@@ -26,12 +26,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge_agent.connectors.mapping import PayloadMapper, Rejected
 from edge_agent.daemon import metrics
 from edge_agent.daemon.errors import ConfigError, ConnectorError
 from edge_agent.daemon.logs import RateLimited
-from edge_agent.daemon.readings import Outgoing, Priority, Reading, new_id
-from edge_agent.daemon.settings import IngestSettings, MqttSettings, Settings
+from edge_agent.daemon.readings import Outgoing
+from edge_agent.daemon.settings import MqttSettings
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -46,6 +45,13 @@ _MAX_UNWRITTEN_QOS0: Final = 1000
 _QUICKACK: Final[int | None] = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 # Packets read per readable event before the loop gets a turn (fairness vs. syscalls).
 _READ_BUDGET: Final = 64
+
+
+def _strip_share(topic_filter: str) -> str:
+    if topic_filter.startswith("$share/"):
+        parts = topic_filter.split("/", 2)
+        return parts[2] if len(parts) == 3 else topic_filter
+    return topic_filter
 
 
 class PublishRefusedError(ConnectorError):
@@ -537,180 +543,3 @@ def credential_path(path: Path) -> Path:
     if not path.is_absolute() and creds and (Path(creds) / path).is_file():
         return Path(creds) / path
     return path
-
-
-def uplink_mqtt_settings(settings: Settings) -> MqttSettings:
-    """The uplink's MqttSettings: EDGE_MQTT with EDGE_UPLINK's host, port, session, TLS."""
-    up = settings.uplink
-    changes: dict[str, object] = {
-        "protocol": up.protocol,
-        "session_expiry_s": up.session_expiry_s,
-        "max_inflight": up.max_inflight,
-    }
-    if up.host:
-        changes["host"] = up.host
-        # Another broker: its TLS settings are the uplink's own, never the sensor broker's.
-        changes.update(
-            tls_ca=up.tls_ca,
-            tls_cert=up.tls_cert,
-            tls_key=up.tls_key,
-            tls_key_password=up.tls_key_password,
-        )
-    elif up.tls_ca is not None:
-        changes.update(
-            tls_ca=up.tls_ca,
-            tls_cert=up.tls_cert,
-            tls_key=up.tls_key,
-            tls_key_password=up.tls_key_password,
-        )
-    if up.port:
-        changes["port"] = up.port
-    return settings.mqtt.model_copy(update=changes)
-
-
-def status_topic(settings: Settings, gateway_id: str) -> str:
-    """The retained status topic: `<uplink prefix>/status`."""
-    return f"{settings.uplink.topic_prefix.format(gateway=gateway_id)}/status"
-
-
-def uplink_client(settings: Settings, gateway_id: str) -> MqttClient:
-    """The uplink client: retained `online` on every connect, Will and clean stop `offline`."""
-    topic = status_topic(settings, gateway_id)
-    will = Outgoing(
-        topic, b"offline", new_id(), key=gateway_id, priority=Priority.STATUS, qos=1, retain=True
-    )
-    online = will._replace(payload=b"online", msg_id=new_id())
-    # Its own client id: sharing the sensor client's would make the broker kick one out.
-    client_id = f"{settings.mqtt.client_id or f'edge-agent-{gateway_id}'}-uplink"
-    return MqttClient(
-        uplink_mqtt_settings(settings),
-        client_id=client_id,
-        name="uplink",
-        will=will,
-        online=online,
-        env_prefix="EDGE_UPLINK__" if settings.uplink.tls_ca is not None else "EDGE_MQTT__",
-    )
-
-
-def _strip_share(topic_filter: str) -> str:
-    if topic_filter.startswith("$share/"):
-        parts = topic_filter.split("/", 2)
-        return parts[2] if len(parts) == 3 else topic_filter
-    return topic_filter
-
-
-class MqttSource:
-    """Readings from sensor topics; an async context manager over a running MqttClient.
-
-    The buffer between paho's callback and `batches()` holds at most
-    `IngestSettings.max_buffered` readings; when full, new readings are dropped (counted as
-    `buffer_full`). Rejected messages go, unchanged, to the dead-letter topic.
-    """
-
-    def __init__(self, client: MqttClient, ingest: IngestSettings, gateway_id: str) -> None:
-        self._client = client
-        self._ingest = ingest
-        self._mapper = PayloadMapper(ingest)
-        self._max = ingest.max_buffered
-        self._buf: list[Reading] = []
-        self._ready = asyncio.Event()
-        self._accepted = 0
-        prefix = ingest.deadletter_topic.format(gateway=gateway_id)
-        self._deadletter = prefix.rstrip("/") if prefix else ""
-        self._limited = RateLimited(ingest.log_interval_s)
-        self._in = metrics.READINGS_IN.labels("mqtt")
-        self._full = metrics.READINGS_DROPPED.labels("buffer_full")
-
-    async def __aenter__(self) -> Self:
-        for topic_filter in self._mapper.subscriptions:
-            self._client.subscribe(topic_filter, self._ingest.qos, self._on_message)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._flush_counts()
-
-    def _on_message(self, topic: str, payload: bytes) -> None:
-        try:
-            readings = self._mapper.decode(topic, payload)
-        except Rejected as rej:
-            self._reject(topic, payload, rej)
-            return
-        buf = self._buf
-        room = self._max - len(buf)
-        if len(readings) > room:
-            # Counted at once: a full buffer means the consumer is stuck, so no batch flushes.
-            self._full.inc(len(readings) - max(room, 0))
-            readings = readings[: max(room, 0)]
-            held = self._limited.allow("buffer_full")
-            if held is not None:
-                log.warning(
-                    "readings_dropped",
-                    reason="buffer_full",
-                    topic=topic,
-                    max_buffered=self._max,
-                    held_back=held,
-                )
-        buf.extend(readings)
-        self._accepted += len(readings)
-        self._ready.set()
-
-    def _reject(self, topic: str, payload: bytes, rej: Rejected) -> None:
-        metrics.MESSAGES_REJECTED.labels(rej.reason).inc()
-        sent = False
-        # Never dead-letter a dead letter: a subscription wide enough to see them would loop.
-        if self._deadletter and not topic.startswith(self._deadletter + "/"):
-            sent = self._client.publish_nowait(f"{self._deadletter}/{rej.reason}/{topic}", payload)
-            if not sent:
-                metrics.DEADLETTER_DROPPED.inc()
-        held = self._limited.allow(rej.reason)
-        if held is not None:
-            log.warning(
-                "message_rejected",
-                reason=rej.reason,
-                topic=topic,
-                detail=rej.detail,
-                deadlettered=sent,
-                held_back=held,
-            )
-
-    def _flush_counts(self) -> None:
-        if self._accepted:
-            self._in.inc(self._accepted)
-            self._accepted = 0
-
-    async def batches(self) -> AsyncIterator[list[Reading]]:
-        """Yield whatever arrived since the last batch (never an empty list)."""
-        while True:
-            await self._ready.wait()
-            self._ready.clear()
-            batch, self._buf = self._buf, []
-            self._flush_counts()  # counted per batch, not per message: one lock per batch
-            if batch:
-                yield batch
-
-
-class MqttSink:
-    """Publishes outgoing messages over an MqttClient (the uplink)."""
-
-    def __init__(self, client: MqttClient) -> None:
-        self._client = client
-
-    @property
-    def window(self) -> int:
-        """How many publishes may wait for their ack at once (EDGE_*__MAX_INFLIGHT)."""
-        return self._client.settings.max_inflight
-
-    @property
-    def connected(self) -> asyncio.Event:
-        """Set while the uplink is connected."""
-        return self._client.connected
-
-    async def publish(self, msg: Outgoing) -> None:
-        """Return once the broker acked the message (QoS 1) or it was written (QoS 0)."""
-        await self._client.publish(msg)
-        metrics.PUBLISHED.inc()

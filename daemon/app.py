@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
-from edge_agent.connectors.mqtt import MqttClient, MqttSink, MqttSource, uplink_client
+from edge_agent.connectors.mqtt import MqttClient
+from edge_agent.connectors.mqtt_source import MqttSource
+from edge_agent.connectors.uplink import MqttSink, uplink_client, uplink_prefix
 from edge_agent.daemon import metrics
 from edge_agent.daemon.bundle import TrustedKeys
 from edge_agent.daemon.bundle_build import model_input_of
@@ -55,7 +57,7 @@ def gateway_id(settings: Settings) -> str:
 
 def topic_prefix(settings: Settings) -> str:
     """The uplink topic prefix with the gateway filled in."""
-    return settings.uplink.topic_prefix.replace("{gateway}", gateway_id(settings))
+    return uplink_prefix(settings, gateway_id(settings))
 
 
 def build_scorer_and_advisor(settings: Settings) -> tuple[Scorer, Advisor]:

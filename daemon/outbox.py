@@ -26,7 +26,7 @@ from edge_agent.daemon.readings import Outgoing, Priority
 from edge_agent.daemon.settings import OutboxSettings
 
 if TYPE_CHECKING:
-    from edge_agent.connectors.mqtt import MqttSink
+    from edge_agent.connectors.uplink import MqttSink
 
 log = structlog.get_logger(__name__)
 

@@ -72,7 +72,7 @@ def test_fault_on_one_pump_is_recommended_and_healthy_pumps_stay_quiet(
         jsonschema.validate(rec, SCHEMA)
     assert {r["asset"] for r in received} == {"pump-3"}, received
     first = next(r for r in received if r["kind"] == "raise")
-    assert float(first["window_ts"]) - (START + ONSET_S) <= 60.0, first
+    assert float(str(first["window_ts"])) - (START + ONSET_S) <= 60.0, first
     leading = first["signals"][0]["signal"]  # type: ignore[index]
     assert leading == signature_of(fault), first
     assert first["cause"]["class"] == kind, first  # type: ignore[index]

@@ -15,7 +15,7 @@ SIGNALS = ("a", "b")
 
 
 def _builder(**kw: float) -> FrameBuilder:
-    settings = FrameSettings(**kw)  # type: ignore[arg-type]
+    settings = FrameSettings(**kw)
     return FrameBuilder(SIGNALS, rate_hz=1.0, window=4, hop=2, settings=settings)
 
 
@@ -24,7 +24,7 @@ def _sample(asset: str, ts: float, a: float, b: float, q: Quality = Quality.GOOD
 
 
 def _dropped(reason: str) -> float:
-    return metrics.READINGS_DROPPED.labels(reason)._value.get()
+    return float(metrics.READINGS_DROPPED.labels(reason)._value.get())
 
 
 def test_windows_hold_last_value_on_the_grid() -> None:
@@ -130,7 +130,7 @@ def test_gate_passes_everything_without_load(mode: str) -> None:
     for t in range(40):
         f.ingest(_sample("p1", 100.0 + t, 1.0 + 0.01 * (t % 3), 1.0))
     windows = f.take()
-    gate = Gate(GateSettings(mode=mode), 2)  # type: ignore[arg-type]
+    gate = Gate(GateSettings(mode=mode), 2)
     assert gate.select(windows, backlog=len(windows)) == windows
 
 

@@ -9,7 +9,9 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from edge_agent.connectors.mqtt import MqttClient, MqttSink, MqttSource
+from edge_agent.connectors.mqtt import MqttClient
+from edge_agent.connectors.mqtt_source import MqttSource
+from edge_agent.connectors.uplink import MqttSink
 from edge_agent.daemon import metrics
 from edge_agent.daemon.errors import ConnectorError
 from edge_agent.daemon.readings import Outgoing, Reading, new_id

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from edge_agent.connectors.mqtt import MqttClient, MqttSink
+from edge_agent.connectors.mqtt import MqttClient
+from edge_agent.connectors.uplink import MqttSink
 from edge_agent.daemon import metrics
 from edge_agent.daemon.outbox import MemoryQueue, open_outbox
 from edge_agent.daemon.readings import Outgoing, Priority, new_id

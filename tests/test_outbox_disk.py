@@ -10,7 +10,8 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from edge_agent.connectors.mqtt import MqttClient, MqttSink
+from edge_agent.connectors.mqtt import MqttClient
+from edge_agent.connectors.uplink import MqttSink
 from edge_agent.daemon.outbox import SqliteOutbox, open_outbox
 from edge_agent.daemon.outbox_store import PAGE_SIZE
 from edge_agent.daemon.readings import Outgoing, Priority

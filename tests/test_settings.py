@@ -32,7 +32,7 @@ def test_every_field_has_a_description() -> None:
         assert info.description, section
         model = info.annotation
         assert isinstance(model, type)
-        for name, field in model.model_fields.items():  # type: ignore[attr-defined]
+        for name, field in model.model_fields.items():
             assert field.description, f"{section}.{name}"
 
 

@@ -24,7 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge_agent.connectors.mqtt import MqttSink, status_topic, uplink_client
+from edge_agent.connectors.uplink import MqttSink, status_topic, uplink_client
 from edge_agent.daemon.outbox import open_outbox
 from edge_agent.daemon.readings import Outgoing
 from edge_agent.daemon.settings import OutboxSettings, Settings

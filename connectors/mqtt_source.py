@@ -1,0 +1,116 @@
+"""Sensor readings over MQTT: topics and payloads mapped to readings, rejects dead-lettered."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Self
+
+import structlog
+
+from edge_agent.connectors.mapping import PayloadMapper, Rejected
+from edge_agent.connectors.mqtt import MqttClient
+from edge_agent.daemon import metrics
+from edge_agent.daemon.logs import RateLimited
+from edge_agent.daemon.readings import Reading
+from edge_agent.daemon.settings import IngestSettings
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+log = structlog.get_logger(__name__)
+
+
+class MqttSource:
+    """Readings from sensor topics; an async context manager over a running MqttClient.
+
+    The buffer between paho's callback and `batches()` holds at most
+    `IngestSettings.max_buffered` readings; when full, new readings are dropped (counted as
+    `buffer_full`). Rejected messages go, unchanged, to the dead-letter topic.
+    """
+
+    def __init__(self, client: MqttClient, ingest: IngestSettings, gateway_id: str) -> None:
+        self._client = client
+        self._ingest = ingest
+        self._mapper = PayloadMapper(ingest)
+        self._max = ingest.max_buffered
+        self._buf: list[Reading] = []
+        self._ready = asyncio.Event()
+        self._accepted = 0
+        prefix = ingest.deadletter_topic.format(gateway=gateway_id)
+        self._deadletter = prefix.rstrip("/") if prefix else ""
+        self._limited = RateLimited(ingest.log_interval_s)
+        self._in = metrics.READINGS_IN.labels("mqtt")
+        self._full = metrics.READINGS_DROPPED.labels("buffer_full")
+
+    async def __aenter__(self) -> Self:
+        for topic_filter in self._mapper.subscriptions:
+            self._client.subscribe(topic_filter, self._ingest.qos, self._on_message)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._flush_counts()
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        try:
+            readings = self._mapper.decode(topic, payload)
+        except Rejected as rej:
+            self._reject(topic, payload, rej)
+            return
+        buf = self._buf
+        room = self._max - len(buf)
+        if len(readings) > room:
+            # Counted at once: a full buffer means the consumer is stuck, so no batch flushes.
+            self._full.inc(len(readings) - max(room, 0))
+            readings = readings[: max(room, 0)]
+            held = self._limited.allow("buffer_full")
+            if held is not None:
+                log.warning(
+                    "readings_dropped",
+                    reason="buffer_full",
+                    topic=topic,
+                    max_buffered=self._max,
+                    held_back=held,
+                )
+        buf.extend(readings)
+        self._accepted += len(readings)
+        self._ready.set()
+
+    def _reject(self, topic: str, payload: bytes, rej: Rejected) -> None:
+        metrics.MESSAGES_REJECTED.labels(rej.reason).inc()
+        sent = False
+        # Never dead-letter a dead letter: a subscription wide enough to see them would loop.
+        if self._deadletter and not topic.startswith(self._deadletter + "/"):
+            sent = self._client.publish_nowait(f"{self._deadletter}/{rej.reason}/{topic}", payload)
+            if not sent:
+                metrics.DEADLETTER_DROPPED.inc()
+        held = self._limited.allow(rej.reason)
+        if held is not None:
+            log.warning(
+                "message_rejected",
+                reason=rej.reason,
+                topic=topic,
+                detail=rej.detail,
+                deadlettered=sent,
+                held_back=held,
+            )
+
+    def _flush_counts(self) -> None:
+        if self._accepted:
+            self._in.inc(self._accepted)
+            self._accepted = 0
+
+    async def batches(self) -> AsyncIterator[list[Reading]]:
+        """Yield whatever arrived since the last batch (never an empty list)."""
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            batch, self._buf = self._buf, []
+            self._flush_counts()  # counted per batch, not per message: one lock per batch
+            if batch:
+                yield batch

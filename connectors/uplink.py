@@ -1,0 +1,85 @@
+"""The uplink: the MQTT connection recommendations leave by, with its retained status."""
+
+from __future__ import annotations
+
+import asyncio
+
+from edge_agent.connectors.mqtt import MqttClient
+from edge_agent.daemon import metrics
+from edge_agent.daemon.readings import Outgoing, Priority, new_id
+from edge_agent.daemon.settings import MqttSettings, Settings
+
+
+def uplink_mqtt_settings(settings: Settings) -> MqttSettings:
+    """The uplink's MqttSettings: EDGE_MQTT with EDGE_UPLINK's host, port, session, TLS."""
+    up = settings.uplink
+    changes: dict[str, object] = {
+        "protocol": up.protocol,
+        "session_expiry_s": up.session_expiry_s,
+        "max_inflight": up.max_inflight,
+    }
+    if up.host:
+        changes["host"] = up.host
+    if up.host or up.tls_ca is not None:
+        # Another broker (or TLS of its own): the uplink's TLS settings, never the sensor
+        # broker's.
+        changes.update(
+            tls_ca=up.tls_ca,
+            tls_cert=up.tls_cert,
+            tls_key=up.tls_key,
+            tls_key_password=up.tls_key_password,
+        )
+    if up.port:
+        changes["port"] = up.port
+    return settings.mqtt.model_copy(update=changes)
+
+
+def uplink_prefix(settings: Settings, gateway_id: str) -> str:
+    """EDGE_UPLINK__TOPIC_PREFIX with the gateway filled in."""
+    return settings.uplink.topic_prefix.replace("{gateway}", gateway_id)
+
+
+def status_topic(settings: Settings, gateway_id: str) -> str:
+    """The retained status topic: `<uplink prefix>/status`."""
+    return f"{uplink_prefix(settings, gateway_id)}/status"
+
+
+def uplink_client(settings: Settings, gateway_id: str) -> MqttClient:
+    """The uplink client: retained `online` on every connect, Will and clean stop `offline`."""
+    topic = status_topic(settings, gateway_id)
+    will = Outgoing(
+        topic, b"offline", new_id(), key=gateway_id, priority=Priority.STATUS, qos=1, retain=True
+    )
+    online = will._replace(payload=b"online", msg_id=new_id())
+    # Its own client id: sharing the sensor client's would make the broker kick one out.
+    client_id = f"{settings.mqtt.client_id or f'edge-agent-{gateway_id}'}-uplink"
+    return MqttClient(
+        uplink_mqtt_settings(settings),
+        client_id=client_id,
+        name="uplink",
+        will=will,
+        online=online,
+        env_prefix="EDGE_UPLINK__" if settings.uplink.tls_ca is not None else "EDGE_MQTT__",
+    )
+
+
+class MqttSink:
+    """Publishes outgoing messages over an MqttClient (the uplink)."""
+
+    def __init__(self, client: MqttClient) -> None:
+        self._client = client
+
+    @property
+    def window(self) -> int:
+        """How many publishes may wait for their ack at once (EDGE_*__MAX_INFLIGHT)."""
+        return self._client.settings.max_inflight
+
+    @property
+    def connected(self) -> asyncio.Event:
+        """Set while the uplink is connected."""
+        return self._client.connected
+
+    async def publish(self, msg: Outgoing) -> None:
+        """Return once the broker acked the message (QoS 1) or it was written (QoS 0)."""
+        await self._client.publish(msg)
+        metrics.PUBLISHED.inc()

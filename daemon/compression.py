@@ -10,10 +10,15 @@ raw samples already do.
 
 Timestamps must increase strictly within a series; `Retention` drops the others before they
 get here. The work per call is numpy over the samples plus a Python step per *retained*
-point, so steady signals are cheap.
+point, so steady signals are cheap. Short chunks (up to `SMALL_CHUNK` samples to decide) run
+the same arithmetic in plain Python instead: there the fixed cost of each numpy call, paid
+per retained point, outweighs the loop (noisy signals retain most samples), and the results
+are identical, float for float (tests/test_compression.py compares both paths).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numpy.typing import NDArray
@@ -24,6 +29,8 @@ F64 = NDArray[np.float64]
 # point early, which keeps the bound and only costs compression.
 MAX_PENDING = 1 << 16
 _FIRST_WINDOW = 64  # samples examined before widening the look-ahead (x4 each time)
+# At most this many samples to decide: plain Python over lists (see the module docstring).
+SMALL_CHUNK = 256
 
 _EMPTY = np.empty(0, dtype=np.float64)
 
@@ -65,6 +72,8 @@ class Deadband:
         """Return the samples kept from this chunk (and possibly the last one of the previous)."""
         if ts.size == 0:
             return _empty()
+        if ts.size <= SMALL_CHUNK:
+            return self._feed_small(ts.tolist(), values.tolist())
         if self._prev is None:
             ext_t, ext_v, start = ts, values, 1
             kept = [0]
@@ -93,6 +102,38 @@ class Deadband:
         self._prev_kept = ref_idx == n - 1
         idx = np.asarray(kept, dtype=np.intp)
         return ext_t[idx], ext_v[idx]
+
+    def _feed_small(self, ts: list[float], values: list[float]) -> tuple[F64, F64]:
+        """`feed` in plain Python, step for step (short chunks)."""
+        if self._prev is None:
+            ext_t, ext_v = ts, values
+            kept = [0]
+            ref_t, ref_v = ts[0], values[0]
+            ref_idx = 0
+        else:
+            ext_t, ext_v = [self._prev[0], *ts], [self._prev[1], *values]
+            kept = []
+            ref_t, ref_v = self._ref if self._ref is not None else self._prev
+            ref_idx = 0 if self._prev_kept else -1
+        deviation, interval, keep_previous = self.deviation, self.max_interval, self.keep_previous
+        n = len(ext_t)
+        j = 1
+        while j < n:
+            # The next sample to report: late (as `_first_after` decides) or out of the band.
+            dv = ext_v[j] - ref_v  # abs() spelled out: this loop runs per sample
+            if ext_t[j] - ref_t > interval or dv > deviation or -dv > deviation:
+                if keep_previous and j - 1 != ref_idx:
+                    j -= 1  # keep the value before the exception, then look at j again from it
+                kept.append(j)
+                ref_idx, ref_t, ref_v = j, ext_t[j], ext_v[j]
+            j += 1
+        self._ref = (ref_t, ref_v)
+        self._prev = (ext_t[-1], ext_v[-1])
+        self._prev_kept = ref_idx == n - 1
+        return (
+            np.array([ext_t[i] for i in kept], dtype=np.float64),
+            np.array([ext_v[i] for i in kept], dtype=np.float64),
+        )
 
     def flush(self) -> tuple[F64, F64]:
         """Keep the last sample seen, so that a reader can interpolate up to it."""
@@ -151,6 +192,12 @@ class SwingingDoor:
         v = np.concatenate((self._pend_v, values)) if self._pend_v.size else values
         start = 0
         while start < t.size:
+            if t.size - start <= SMALL_CHUNK:
+                tl, vl = t.tolist(), v.tolist()
+                idx, start = self._archive_small(tl, vl, start, force)
+                out_t += [tl[i] for i in idx]
+                out_v += [vl[i] for i in idx]
+                break
             overfull = t.size - start > MAX_PENDING
             m = self._next_archive(t, v, start, force or overfull)
             if m is None:
@@ -166,6 +213,50 @@ class SwingingDoor:
     def flush(self) -> tuple[F64, F64]:
         """Archive everything pending, ending with the last sample seen."""
         return self.feed(_EMPTY, _EMPTY, force=True)
+
+    def _archive_small(
+        self, t: list[float], v: list[float], start: int, force: bool
+    ) -> tuple[list[int], int]:
+        """`_next_archive` repeated in plain Python, step for step (short chunks).
+
+        Returns the indices archived, in order, and the first index still undecided.
+        """
+        assert self._anchor is not None
+        a_t, a_v = self._anchor
+        deviation, interval = self.deviation, self.max_interval
+        n = len(t)
+        out: list[int] = []
+        while start < n:
+            best = start
+            if t[start] - a_t <= interval:  # else a raw gap: nothing in between to choose
+                lo, hi = -math.inf, math.inf  # slopes that keep every sample so far in band
+                i = start
+                while i < n:
+                    dt = t[i] - a_t
+                    if dt > interval:
+                        break  # `late`: the door may not reach this sample
+                    dv = v[i] - a_v
+                    # max() and min() spelled out: this loop runs per sample.
+                    new_lo = (dv - deviation) / dt
+                    if new_lo < lo:  # noqa: PLR1730
+                        new_lo = lo
+                    new_hi = (dv + deviation) / dt
+                    if new_hi > hi:  # noqa: PLR1730
+                        new_hi = hi
+                    if new_lo > new_hi:
+                        break  # the door closes at i
+                    if lo <= dv / dt <= hi:
+                        best = i  # the line to i stays in the band of every sample before
+                    lo, hi = new_lo, new_hi
+                    i += 1
+                else:
+                    if not force:
+                        break
+            out.append(best)
+            a_t, a_v = t[best], v[best]
+            start = best + 1
+        self._anchor = (a_t, a_v)
+        return out, start
 
     def _next_archive(self, t: F64, v: F64, start: int, force: bool) -> int | None:
         """Index of the next sample to archive, or None while the door is still open."""

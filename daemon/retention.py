@@ -6,15 +6,25 @@ event time (reading timestamps) passes `ts + post`. Normal periods go through de
 swinging door into an in-memory history, sent upstream as digests. Evidence and history share
 `store_bytes`; evidence outranks history, oldest first within a class. Not thread-safe: call
 it from the event loop (or one worker) only.
+
+`ingest` is on the agent's hot path with small batches (often one sample per series), so it
+only appends each reading to its series' pending list, in one Python pass; the numpy work
+(ring write, deadband and door) runs per asset once a series holds `PENDING_SAMPLES`, and
+before anything reads the rings or the history: a trigger, a due evidence window, a digest,
+`close`. Observers therefore see the same rings, records and history as if every sample had
+been written at once. The pending lists are not in the byte budgets; they are bounded instead:
+between two calls every series holds fewer than `PENDING_SAMPLES` readings (references to the
+caller's `Reading` tuples, ~100 bytes each), and the series are bounded by `ring_bytes`.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -51,6 +61,11 @@ U8 = NDArray[np.uint8]
 EvictionObserver = Callable[[str, str, str, float], None]  # class, key, reason, created
 _Part = tuple["_Series", F64, F64, U8]
 _READY_MAX = 256  # completed records waiting for take_evidence()
+# Readings a series buffers before its asset goes through the rings and the compressor: the
+# numpy work per flush costs about as much for 1 sample as for 100, so this sets the per-reading
+# cost of small batches (see bench_retention) against the memory held outside the budgets.
+PENDING_SAMPLES = 128
+_BY_TS = itemgetter(2)
 
 
 class Usage(NamedTuple):
@@ -71,6 +86,8 @@ class _Series:
     lo: float = math.inf
     hi: float = -math.inf
     compressor: Compressor | None = None
+    last: float = -math.inf  # newest timestamp taken, pending or written
+    pending: list[Reading] = field(default_factory=list)  # taken, not yet written, in order
 
 
 @dataclass(slots=True)
@@ -110,7 +127,6 @@ class Retention:
         self._max_series = settings.ring_bytes // (self._capacity * BYTES_PER_SAMPLE)
         self._series: dict[tuple[str, str], _Series] = {}
         self._by_asset: dict[str, list[_Series]] = {}
-        self._event_time: dict[str, float] = {}
         self._ring_bytes = 0
         self._pending: dict[str, _Pending] = {}
         self._ready: deque[str] = deque()
@@ -144,31 +160,64 @@ class Retention:
 
     def ingest(self, readings: Sequence[Reading]) -> None:
         """Take a batch of readings (any assets, signals and order)."""
-        n = len(readings)
-        if n == 0:
-            return
-        assets, signals, ts, values, quality = zip(*readings, strict=True)
-        codes: dict[tuple[str, str], int] = {}
-        code = np.fromiter(
-            (codes.setdefault(k, len(codes)) for k in zip(assets, signals, strict=True)),
-            dtype=np.intp,
-            count=n,
-        )
-        t = np.asarray(ts, dtype=np.float64)
-        order = np.lexsort((t, code))
-        code, t = code[order], t[order]
-        v = np.asarray(values, dtype=np.float64)[order]
-        q = np.asarray(quality, dtype=np.uint8)[order]
-        starts = np.flatnonzero(np.diff(code, prepend=-1))
-        ends = np.append(starts[1:], n)
-        keys = list(codes)
-        by_asset: dict[str, list[tuple[str, F64, F64, U8]]] = {}
-        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-            asset, signal = keys[int(code[a])]
-            by_asset.setdefault(asset, []).append((signal, t[a:b], v[a:b], q[a:b]))
-        for asset, parts in by_asset.items():
-            self._ingest_asset(asset, parts)
-        self._maintain()
+        series_of = self._series.get
+        full: list[str] = []  # assets with a series at PENDING_SAMPLES
+        late: list[tuple[str, str]] = []  # series that got a reading not after their newest
+        no_ring: Counter[tuple[str, str]] = Counter()
+        for r in readings:
+            series = series_of((r[0], r[1]))
+            if series is None:
+                series = self._series_for(r[0], r[1])
+                if series is None:
+                    no_ring[r[0], r[1]] += 1
+                    continue
+            if r[2] > series.last:
+                series.last = r[2]
+                pending = series.pending
+                pending.append(r)
+                if len(pending) == PENDING_SAMPLES:
+                    full.append(series.asset)
+            else:
+                late.append((r[0], r[1]))
+        for (asset, signal), n in no_ring.items():
+            self._drop(n, "retention_no_ring", asset, signal)
+        if late:
+            full += self._reorder(readings, late)
+        due = [r.asset for r in self._pending.values() if self._event_time(r.asset) > r.end]
+        assets = dict.fromkeys(full + due)
+        for asset in assets:
+            self._flush_asset(asset)
+        if assets:
+            self._maintain()
+
+    def _reorder(self, readings: Sequence[Reading], late: list[tuple[str, str]]) -> list[str]:
+        """Redo the series that got readings out of order: in time order, strictly increasing.
+
+        Rare (a connector hands on readings out of order): the series' readings of this batch
+        are taken again from the batch, sorted (stable) and cut at the newest before it.
+        """
+        full: list[str] = []
+        for key, n_late in Counter(late).items():
+            series = self._series[key]
+            mine = [r for r in readings if (r[0], r[1]) == key]
+            taken = len(mine) - n_late  # the tail of `pending` this batch appended
+            if taken:
+                del series.pending[-taken:]
+            newest = series.pending[-1][2] if series.pending else series.ring.newest
+            dropped = 0
+            for r in sorted(mine, key=_BY_TS):
+                if r[2] > newest:  # also drops NaN
+                    series.pending.append(r)
+                    newest = r[2]
+                else:
+                    dropped += 1
+            series.last = newest
+            if dropped:
+                # The rings and the door need strictly increasing time per signal.
+                self._drop(dropped, "retention_not_increasing", *key)
+            if len(series.pending) >= PENDING_SAMPLES:
+                full.append(series.asset)
+        return full
 
     def ingest_frame(
         self,
@@ -187,12 +236,37 @@ class Retention:
             quality = None if quality is None else quality[order]
         if quality is None:
             quality = np.zeros(values.shape, dtype=np.uint8)
+        self._flush_asset(asset)  # what is pending came first
         parts = [(s, ts, values[:, i], quality[:, i]) for i, s in enumerate(signals)]
-        self._ingest_asset(asset, parts)
+        clean = [p for p in (self._clean(asset, *part) for part in parts) if p is not None]
+        self._ingest_asset(asset, clean)
         self._maintain()
 
-    def _ingest_asset(self, asset: str, parts: Sequence[tuple[str, F64, F64, U8]]) -> None:
-        clean = [p for p in (self._clean(asset, *part) for part in parts) if p is not None]
+    def _flush_asset(self, asset: str) -> None:
+        """Write every pending reading of `asset` to its rings, evidence and history."""
+        parts: list[_Part] = []
+        for series in self._by_asset.get(asset, ()):
+            pending = series.pending
+            if not pending:
+                continue
+            series.pending = []
+            _, _, ts, values, quality = zip(*pending, strict=True)
+            parts.append(
+                (
+                    series,
+                    np.array(ts, dtype=np.float64),
+                    np.array(values, dtype=np.float64),
+                    np.array(quality, dtype=np.uint8),
+                )
+            )
+        self._ingest_asset(asset, parts)
+
+    def _flush_all(self) -> None:
+        for asset in [a for a, group in self._by_asset.items() if any(s.pending for s in group)]:
+            self._flush_asset(asset)
+
+    def _ingest_asset(self, asset: str, clean: list[_Part]) -> None:
+        """Write cleaned samples (strictly increasing per series) of one asset, in order."""
         if not clean:
             return
         top = max(float(p[1][-1]) for p in clean)
@@ -211,7 +285,6 @@ class Retention:
             clean, due = rest, self._next_due(asset)
         for series, t, v, q in clean:
             self._write(series, t, v, q)
-        self._event_time[asset] = max(self._event_time.get(asset, -math.inf), top)
 
     def _clean(self, asset: str, signal: str, t: F64, v: F64, q: U8) -> _Part | None:
         """The samples a series can take: strictly after its newest, in a ring that fits."""
@@ -219,12 +292,19 @@ class Retention:
         if series is None:
             self._drop(t.size, "retention_no_ring", asset, signal)
             return None
-        keep = np.diff(t, prepend=series.ring.newest) > 0
+        keep = np.diff(t, prepend=series.last) > 0
         if not bool(keep.all()):
             # The rings and the door need strictly increasing time per signal.
             self._drop(int(t.size - keep.sum()), "retention_not_increasing", asset, signal)
             t, v, q = t[keep], v[keep], q[keep]
-        return (series, t, v, q) if t.size else None
+        if not t.size:
+            return None
+        series.last = float(t[-1])
+        return series, t, v, q
+
+    def _event_time(self, asset: str) -> float:
+        """Newest reading time of the asset (taken, pending or written)."""
+        return max((s.last for s in self._by_asset.get(asset, ())), default=-math.inf)
 
     def _next_due(self, asset: str) -> float:
         return min((r.end for r in self._pending.values() if r.asset == asset), default=math.inf)
@@ -290,16 +370,20 @@ class Retention:
         s = self.settings
         if len(self._pending) >= s.evidence_max_pending:
             oldest = next(iter(self._pending.values()))
-            log.warning(
-                "evidence_cut", id=oldest.id, asset=oldest.asset, pending=len(self._pending)
-            )
-            self._freeze(oldest, complete=False)
+            self._flush_asset(oldest.asset)  # which may complete it
+            if oldest.id in self._pending:
+                log.warning(
+                    "evidence_cut", id=oldest.id, asset=oldest.asset, pending=len(self._pending)
+                )
+                self._freeze(oldest, complete=False)
         rec = _Pending(
             new_id(), asset, ts, reason, ts - s.evidence_pre_s, ts + s.evidence_post_s, publish
         )
         self._pending[rec.id] = rec
-        if self._event_time.get(asset, -math.inf) > rec.end:
-            self._freeze(rec, complete=True)
+        if self._event_time(asset) > rec.end:
+            self._flush_asset(asset)  # freezes it when the window is among the pending readings
+            if rec.id in self._pending:
+                self._freeze(rec, complete=True)
         self._gauges()
         return rec.id
 
@@ -397,6 +481,7 @@ class Retention:
 
     def take_digests(self) -> list[Outgoing]:
         """History retained since the last call, as DIGEST-priority messages per asset."""
+        self._flush_all()
         self._maintain()
         return [
             Outgoing(
@@ -411,6 +496,7 @@ class Retention:
 
     def close(self) -> None:
         """Freeze pending records (incomplete) and retain every series' last points."""
+        self._flush_all()
         for rec in list(self._pending.values()):
             self._freeze(rec, complete=False)
         for series in self._series.values():

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edge_agent.daemon import compression
 from edge_agent.daemon.compression import (
     Compressor,
     Deadband,
@@ -97,6 +98,40 @@ def test_door_alone_keeps_its_bound(
     vs = np.cumsum(steps) / 100
     kt, kv = _run(SwingingDoor(deviation, max_interval), ts, vs, cuts)
     _check(ts, vs, kt, kv, deviation, max_interval)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    stream=streams,
+    walk=st.booleans(),
+    deviation=st.floats(0.0, 100.0),
+    max_interval=st.floats(0.01, 500.0),
+    share=st.floats(0.0, 0.95),
+    cuts=st.lists(st.integers(0, 10_000), max_size=8),
+)
+def test_plain_python_and_numpy_paths_agree_exactly(
+    stream: tuple[list[float], list[float]],
+    walk: bool,
+    deviation: float,
+    max_interval: float,
+    share: float,
+    cuts: list[int],
+) -> None:
+    gaps, steps = stream
+    ts = 1.7e9 + np.cumsum(gaps)
+    vs = np.cumsum(steps) / 100 if walk else np.asarray(steps)
+    runs = []
+    default = compression.SMALL_CHUNK
+    try:
+        for small in (0, 1 << 30):  # numpy only, then plain Python only
+            compression.SMALL_CHUNK = small
+            comp = _run(Compressor(deviation, max_interval, share), ts, vs, cuts)
+            plain = Deadband(deviation, max_interval, keep_previous=False).feed(ts, vs)
+            runs.append((*comp, *plain))
+    finally:
+        compression.SMALL_CHUNK = default
+    for numpy_out, python_out in zip(*runs, strict=True):
+        assert np.array_equal(numpy_out, python_out)
 
 
 def test_door_does_not_keep_the_sample_that_breaks_the_band() -> None:

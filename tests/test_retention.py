@@ -225,3 +225,36 @@ def test_late_readings_and_signals_without_a_ring_are_counted(tmp_path: Path) ->
 def test_settings_refuse_windows_the_ring_cannot_hold() -> None:
     with pytest.raises(ValueError, match="RING_SECONDS"):
         RetentionSettings(ring_seconds=100, evidence_pre_s=60, evidence_post_s=60)
+
+
+def test_one_sample_batches_keep_what_one_block_keeps(tmp_path: Path) -> None:
+    # The hot path buffers small batches per series; nothing a reader sees may depend on it.
+    trace = simulate("pump-6", 6, 900)
+    t_flag = float(trace.ts[500])
+    block = Retention(_settings(), tmp_path / "block", clock=Clock())
+    ids = [block.trigger("pump-6", t_flag, "flag")]
+    block.ingest_frame("pump-6", SIGNALS, trace.ts, trace.values)
+    small = Retention(_settings(), tmp_path / "small", clock=Clock())
+    for i, t in enumerate(trace.ts.tolist()):
+        values = trace.values[i].tolist()
+        small.ingest([Reading("pump-6", s, t, values[j]) for j, s in enumerate(SIGNALS)])
+        if i == 510:
+            ids.append(small.trigger("pump-6", t_flag, "flag"))
+        if i == 530:  # the window's last sample is in, none after it yet
+            with pytest.raises(EvidencePendingError):
+                small.get(ids[1])
+        if i == 531:  # frozen by the first sample after the window, as with one block
+            assert small.get(ids[1]).complete
+    for ret in (small, block):
+        ret.close()
+    first, second = block.get(ids[0]), small.get(ids[1])
+    assert first.complete
+    assert second.complete
+    for sig in SIGNALS:
+        assert first.signals[sig].ts.size == PRE + POST + 1
+        assert np.array_equal(first.signals[sig].ts, second.signals[sig].ts)
+        assert np.array_equal(first.signals[sig].values, second.signals[sig].values)
+        kept = block.history.series("pump-6", sig)
+        assert 1 < kept[0].size < trace.ts.size
+        for x, y in zip(kept, small.history.series("pump-6", sig), strict=True):
+            assert np.array_equal(x, y)

@@ -170,9 +170,15 @@ def _measure(mode: str, port: int, expected: int) -> dict[str, float]:
         [sys.executable, "-m", "bench.ingest", "publish", str(port), "0"],
         cwd=Path(__file__).resolve().parent.parent,
     )
-    out = sub.stdout.read()
-    sub.wait()
-    pub.wait()
+    try:
+        out, _ = sub.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        # A run that never ends is a finding, not a figure: say so and stop both.
+        sub.kill()
+        pub.kill()
+        msg = f"{mode} subscriber did not finish within 180 s"
+        raise RuntimeError(msg) from None
+    pub.wait(30)
     for line in out.splitlines():
         if line.startswith("RESULT "):
             return dict(json.loads(line[7:]))

@@ -134,8 +134,9 @@ def agent(port: int, expected: int) -> dict[str, float]:
 
     async def main() -> dict[str, float]:
         stop = asyncio.Event()
-        task = asyncio.create_task(run_agent(settings, stop))
-        await asyncio.sleep(1.5)
+        ready = asyncio.Event()
+        task = asyncio.create_task(run_agent(settings, stop, ready))
+        await ready.wait()  # subscribed: a publisher started earlier would be lost (QoS 0)
         print("READY", flush=True)
         result = await watch(stop)
         await task

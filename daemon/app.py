@@ -267,8 +267,12 @@ def _background(
     return tasks
 
 
-async def run_agent(settings: Settings, stop: asyncio.Event | None = None) -> None:
+async def run_agent(
+    settings: Settings, stop: asyncio.Event | None = None, ready: asyncio.Event | None = None
+) -> None:
     """Run the agent until `stop` is set or SIGTERM/SIGINT arrives, then stop in order.
+
+    `ready` (if given) is set when systemd would be told READY=1.
 
     Shutdown order: stop intake, score the windows in flight into the outbox, give the
     outbox `shutdown_timeout_s` to deliver, publish `offline`, disconnect. What is not
@@ -294,11 +298,12 @@ async def run_agent(settings: Settings, stop: asyncio.Event | None = None) -> No
     try:
         async with AsyncExitStack() as stack:
             uplink, sources = await _connect(agent, stack)
-            # READY once the brokers are connected, or after connect_timeout_s of retrying (the
+            # READY once the brokers are connected and our subscriptions acknowledged, or after
+            # connect_timeout_s of retrying (the
             # connectors keep retrying; a gateway must not restart-loop on a dead broker).
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
-                    asyncio.gather(*(c.connected.wait() for c in agent.clients.values())),
+                    asyncio.gather(*(c.wait_subscribed() for c in agent.clients.values())),
                     settings.mqtt.connect_timeout_s,
                 )
             async with asyncio.TaskGroup() as tg:
@@ -309,6 +314,8 @@ async def run_agent(settings: Settings, stop: asyncio.Event | None = None) -> No
                 delivery = tg.create_task(agent.deliver(MqttSink(uplink)), name="outbox")
                 agent.ready = True
                 notifier.ready(agent.status_line())
+                if ready is not None:
+                    ready.set()
                 log.info("agent running", sources=settings.agent.sources)
                 await stop.wait()
                 notifier.stopping()

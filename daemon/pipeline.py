@@ -163,7 +163,13 @@ class Pipeline:
             await self.outbox.put([self._outgoing(r) for r in recs])
             for rec in recs:
                 metrics.RECOMMENDATIONS.labels(rec.kind, rec.severity).inc()
-                log.info("recommendation", asset=rec.asset, kind=rec.kind, severity=rec.severity)
+                log.info(
+                    "recommendation",
+                    asset=rec.asset,
+                    kind=rec.kind,
+                    severity=rec.severity,
+                    id=rec.id,
+                )
         return len(recs)
 
     def _score(self, windows: Sequence[Window]) -> list[WindowResult]:

@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import pytest
 
 from edge_agent.simulator.broker import Broker
-from edge_agent.simulator.plant import FaultSpec, PumpStream, signature_of
+from edge_agent.simulator.plant import SIGNALS, FaultSpec, PumpStream, signature_of, simulate
 from tests.agent_proc import AgentProcess, Listener
 
 
@@ -82,3 +83,38 @@ def test_fault_on_one_pump_is_recommended_and_healthy_pumps_stay_quiet(
     backend = agent_backend(agent)
     expected = "litert" if env else "onnx"
     assert backend.startswith(expected), backend
+
+
+def test_an_anomaly_the_model_cannot_name_is_escalated_for_review(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """The cascade's third tier: no guessed cause, the evidence to the review topic."""
+    trace = simulate("pump-9", 33_077, 3600.0, start_ts=START)
+    values = trace.values.copy()
+    t = np.arange(values.shape[0] - 1800, dtype=np.float64)
+    values[1800:, 2] *= 1.0 + 0.3 * np.sin(2.0 * np.pi * t / 10.0)  # current pulsating
+    listener = Listener(broker, "edge-agent/gw-test/#")
+    agent = AgentProcess(broker, tmp_path / "state")
+    agent.start()
+    try:
+        agent.wait_for_log("agent running")
+        for ts, row in zip(trace.ts.tolist(), values.tolist(), strict=True):
+            body = json.dumps({"ts": ts, **dict(zip(SIGNALS, row, strict=True))}).encode()
+            listener.publish("plant/pump-9/telemetry", body)
+        deadline = time.monotonic() + 30
+        got: list[tuple[str, bytes]] = []
+        while time.monotonic() < deadline and not any("/needs_review/" in t for t, _ in got):
+            got += listener.drain()
+            time.sleep(0.2)
+        assert agent.stop() == 0, agent.log_text()
+    finally:
+        agent.kill()
+        listener.close()
+    reviews = [json.loads(p) for t, p in got if t == "edge-agent/gw-test/needs_review/pump-9"]
+    assert reviews, [t for t, _ in got]
+    assert not [t for t, _ in got if "/recommendations/" in t]
+    review = reviews[0]
+    jsonschema.validate(review, SCHEMA)
+    assert review["kind"] == "needs_review"
+    assert review["cause"] is None
+    assert review["signals"][0]["signal"] == "current"

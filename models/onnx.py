@@ -30,7 +30,9 @@ class OnnxBackend:
         chosen = [p for p in providers if p in available]
         missing = [p for p in providers if p not in available]
         if missing:
-            log.warning("onnx providers not available", missing=missing, available=available)
+            # Info, not warning: the default chain names TensorRT and CUDA, which a CPU-only
+            # gateway never has; the provider actually used is logged when the model loads.
+            log.info("onnx providers not available", missing=missing, available=available)
         if "CPUExecutionProvider" not in chosen:
             # ONNX Runtime runs any node the others cannot place on the CPU anyway; naming it
             # keeps that fallback explicit when the configured list forgot it.

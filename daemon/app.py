@@ -173,6 +173,7 @@ class Agent:
             connected={name: c.connected.is_set() for name, c in self.clients.items()},
             last_reading_age_s=round(time.time() - last, 3) if last else None,
             outbox_depth=self.pipeline.outbox.depth(),
+            outbox_store=self.pipeline.outbox.status(),
             backend=self.pipeline.scorer.backend_name,
             degraded=self.pipeline.gate.pressure,
         )
@@ -182,9 +183,10 @@ class Agent:
         h = self.health()
         links = " ".join(f"{k}={'up' if v else 'down'}" for k, v in h.connected.items())
         degraded = " DEGRADED" if h.degraded else ""
+        store = "" if h.outbox_store == "disk" else f" OUTBOX IN {h.outbox_store.upper()}"
         return (
             f"{links} backend={h.backend} outbox={h.outbox_depth} "
-            f"last_reading_age={h.last_reading_age_s}s{degraded}"
+            f"last_reading_age={h.last_reading_age_s}s{degraded}{store}"
         )
 
 

@@ -35,6 +35,7 @@ class Health(msgspec.Struct, frozen=True, kw_only=True):
     connected: dict[str, bool] = msgspec.field(default_factory=dict)
     last_reading_age_s: float | None = None
     outbox_depth: int = 0
+    outbox_store: str = "disk"  # or "memory (<why>)" while the outbox file cannot be written
     backend: str | None = None
     degraded: bool = False
 

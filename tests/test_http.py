@@ -71,6 +71,7 @@ async def test_health_is_json_and_503_until_ready() -> None:
             connected={"ingest": state["ready"]},
             last_reading_age_s=1.5,
             outbox_depth=3,
+            outbox_store="memory (disk full)",
             backend="onnx:CPUExecutionProvider",
         )
 
@@ -87,6 +88,7 @@ async def test_health_is_json_and_503_until_ready() -> None:
         "connected": {"ingest": True},
         "last_reading_age_s": 1.5,
         "outbox_depth": 3,
+        "outbox_store": "memory (disk full)",
         "backend": "onnx:CPUExecutionProvider",
         "degraded": False,
     }

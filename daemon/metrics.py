@@ -197,3 +197,9 @@ CALLBACK_ERRORS = Counter(
     ["client"],
     registry=REGISTRY,
 )
+
+EVIDENCE_REQUESTS_DROPPED = Counter(
+    "edge_evidence_requests_dropped_total",
+    "Evidence requests refused because too many replies were pending.",
+    registry=REGISTRY,
+)

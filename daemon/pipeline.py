@@ -19,6 +19,7 @@ import structlog
 from edge_agent.daemon import metrics
 from edge_agent.daemon.frames import FrameBuilder
 from edge_agent.daemon.gate import Gate
+from edge_agent.daemon.logs import RateLimited
 from edge_agent.daemon.readings import Outgoing, Priority, Reading, WindowResult
 from edge_agent.daemon.stats import window_stats
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 RETENTION_INTERVAL_S = 1.0  # how often evidence and digests move to the outbox
+MAX_PENDING_REPLIES = 256  # evidence replies waiting for the outbox (at most 1 s worth)
 
 
 class Pipeline:
@@ -59,6 +61,7 @@ class Pipeline:
         self._review = review_topic
         self._wake = asyncio.Event()
         self._replies: list[Outgoing] = []
+        self._reply_log = RateLimited(10.0)
         self._reply_wake = asyncio.Event()
         self.last_reading_ts = 0.0
         self.last_reading_wall = 0.0
@@ -102,6 +105,12 @@ class Pipeline:
     def answer_evidence_request(self, payload: bytes) -> None:
         """Queue the reply to an evidence request (called from the MQTT callback)."""
         if self.retention is None:
+            return
+        if len(self._replies) >= MAX_PENDING_REPLIES:
+            # A flood of requests must not grow memory: the newest is refused and counted.
+            metrics.EVIDENCE_REQUESTS_DROPPED.inc()
+            if self._reply_log.allow("evidence_requests") is not None:
+                log.warning("evidence request dropped: too many pending", max=MAX_PENDING_REPLIES)
             return
         self._replies.append(self.retention.handle_request(payload))
         self._reply_wake.set()

@@ -123,26 +123,27 @@ def _not(inner: Shortcut) -> Shortcut:
 
 def _all(maybe: list[Shortcut | None]) -> Shortcut | None:
     """CEL: `e && false` is false whatever `e` is; true only when every part is."""
+    return _junction(maybe, decisive=False)
+
+
+def _any(maybe: list[Shortcut | None]) -> Shortcut | None:
+    """CEL: `e || true` is true whatever `e` is; false only when every part is."""
+    return _junction(maybe, decisive=True)
+
+
+def _junction(maybe: list[Shortcut | None], *, decisive: bool) -> Shortcut | None:
+    """`&&` (decisive False) or `||` (decisive True) over the parts the subset settles.
+
+    A part that returns `decisive` settles the whole; the other value needs every part.
+    """
     parts = tuple(p for p in maybe if p is not None)
     if not parts:
         return None
-    if len(parts) < len(maybe):  # a part only CEL decides: False at most
-        return _all_or_unknown(parts)
-    return _all_known(parts)
-
-
-def _all_known(parts: tuple[Shortcut, ...]) -> Shortcut:
+    if len(parts) < len(maybe):  # a part only CEL decides: `decisive` at most
+        return _decisive_or_unknown(parts, decisive)
     if len(parts) == 2:  # the commonest form: no loop
-        first, second = parts
-
-        def settle2(v: Values) -> bool | None:
-            if (a := first(v)) is False or (b := second(v)) is False:
-                return False
-            return a and b  # each True or None here
-
-        return settle2
-
-    if len(parts) == 3:  # `flag.running && probs.x >= k.p && ...`: no loop either
+        return _pair(parts[0], parts[1], decisive)
+    if len(parts) == 3 and not decisive:  # `flag.running && probs.x >= k.p && ...`
         first, second, third = parts
 
         def settle3(v: Values) -> bool | None:
@@ -151,68 +152,37 @@ def _all_known(parts: tuple[Shortcut, ...]) -> Shortcut:
             return a and b and c  # each True or None here
 
         return settle3
-    return _all_loop(parts)
+    return _loop(parts, decisive)
 
 
-def _all_loop(parts: tuple[Shortcut, ...]) -> Shortcut:
+def _pair(first: Shortcut, second: Shortcut, decisive: bool) -> Shortcut:
+    def settle2(v: Values) -> bool | None:
+        if (a := first(v)) is decisive or (b := second(v)) is decisive:
+            return decisive
+        return None if a is None or b is None else not decisive
+
+    return settle2
+
+
+def _loop(parts: tuple[Shortcut, ...], decisive: bool) -> Shortcut:
     def settle(v: Values) -> bool | None:
         known = True
         for part in parts:
             t = part(v)
-            if t is False:
-                return False
+            if t is decisive:
+                return decisive
             if t is None:
                 known = False
-        return True if known else None
+        return (not decisive) if known else None
 
     return settle
 
 
-def _all_or_unknown(parts: tuple[Shortcut, ...]) -> Shortcut:
+def _decisive_or_unknown(parts: tuple[Shortcut, ...], decisive: bool) -> Shortcut:
     def settle(v: Values) -> bool | None:
         for part in parts:
-            if part(v) is False:
-                return False
-        return None
-
-    return settle
-
-
-def _any(maybe: list[Shortcut | None]) -> Shortcut | None:
-    """CEL: `e || true` is true whatever `e` is; false only when every part is."""
-    parts = tuple(p for p in maybe if p is not None)
-    if not parts:
-        return None
-    if len(parts) < len(maybe):  # a part only CEL decides: True at most
-        return _any_or_unknown(parts)
-    if len(parts) == 2:
-        first, second = parts
-
-        def settle2(v: Values) -> bool | None:
-            if (a := first(v)) is True or (b := second(v)) is True:
-                return True
-            return None if a is None or b is None else False
-
-        return settle2
-
-    def settle(v: Values) -> bool | None:
-        known = True
-        for part in parts:
-            t = part(v)
-            if t is True:
-                return True
-            if t is None:
-                known = False
-        return False if known else None
-
-    return settle
-
-
-def _any_or_unknown(parts: tuple[Shortcut, ...]) -> Shortcut:
-    def settle(v: Values) -> bool | None:
-        for part in parts:
-            if part(v) is True:
-                return True
+            if part(v) is decisive:
+                return decisive
         return None
 
     return settle

@@ -63,7 +63,6 @@ class Pipeline:
         self._replies: list[Outgoing] = []
         self._reply_log = RateLimited(10.0)
         self._reply_wake = asyncio.Event()
-        self.last_reading_ts = 0.0
         self.last_reading_wall = 0.0
 
     def ingest(self, readings: Sequence[Reading]) -> None:
@@ -73,7 +72,6 @@ class Pipeline:
         self.frames.ingest(readings)
         if self.retention is not None:
             self.retention.ingest(readings)
-        self.last_reading_ts = readings[-1].ts
         self.last_reading_wall = time.time()
         if self.frames.pending:
             self._wake.set()

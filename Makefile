@@ -18,19 +18,17 @@ test: $(STAMP) system-deps lint
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	@rm -rf .typecheck && mkdir -p .typecheck/edge_agent
-	@for d in daemon connectors models rules simulator; do ln -s ../../$$d .typecheck/edge_agent/$$d; done
-	cd .typecheck && MYPYPATH=. ../$(BIN)/mypy --config-file ../pyproject.toml -p edge_agent
-	MYPYPATH=.typecheck $(BIN)/mypy tests bench
+	$(BIN)/mypy -p edge_agent
+	$(BIN)/mypy tests bench
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench
 
 model: $(STAMP)
-	$(BIN)/python -m edge_agent.models.train
+	$(BIN)/python -m edge_agent.models.training.train
 
 eval: $(STAMP)
-	$(BIN)/python -m edge_agent.models.evaluate
+	$(BIN)/python -m edge_agent.models.training.evaluate
 
 env-file: $(STAMP)
 	$(BIN)/edge-agent config env > systemd/edge-agent.env
@@ -64,4 +62,4 @@ system-deps:
 	fi
 
 clean:
-	rm -rf $(VENV) .typecheck .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

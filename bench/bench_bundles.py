@@ -14,17 +14,17 @@ from pathlib import Path
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.daemon.bundle import (
+from edge_agent.daemon.bundles.build import write_manifest
+from edge_agent.daemon.bundles.bundle import (
     TrustedKeys,
     public_key_line,
     read_manifest,
     sign,
     verify_bundle,
 )
-from edge_agent.daemon.bundle_build import write_manifest
-from edge_agent.daemon.bundle_cli import register
-from edge_agent.daemon.bundle_store import BundleStore
-from edge_agent.daemon.probation import check_golden, check_rules
+from edge_agent.daemon.bundles.cli import register
+from edge_agent.daemon.bundles.probation import check_golden, check_rules
+from edge_agent.daemon.bundles.store import BundleStore
 from edge_agent.models.manifest import default_manifest_path
 from edge_agent.rules.pack import default_pack_path
 

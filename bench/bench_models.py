@@ -15,9 +15,9 @@ import numpy as np
 import onnxruntime as ort
 from ai_edge_litert.interpreter import Interpreter
 
-from edge_agent.models.dataset import cut
 from edge_agent.models.manifest import Manifest, load_manifest
 from edge_agent.models.scorer import Scorer
+from edge_agent.models.training.dataset import cut
 from edge_agent.simulator.plant import FaultSpec, simulate
 
 BATCHES = (1, 16, 64)

@@ -17,8 +17,8 @@ import statistics
 import time
 
 from edge_agent.connectors.opcua import OpcUaSource
-from edge_agent.daemon import metrics
-from edge_agent.daemon.settings import OpcUaSettings
+from edge_agent.connectors.settings import OpcUaSettings
+from edge_agent.core import metrics
 from edge_agent.simulator.opcua_server import PlantServer
 
 ASSETS = 200  # x 5 signals = 1,000 monitored items

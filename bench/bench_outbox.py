@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Literal, Self
 
 from edge_agent.connectors.mqtt import MqttClient
+from edge_agent.connectors.settings import MqttSettings
 from edge_agent.connectors.uplink import MqttSink
-from edge_agent.daemon.outbox import open_outbox
-from edge_agent.daemon.readings import Outgoing, new_id
-from edge_agent.daemon.settings import MqttSettings, OutboxSettings
+from edge_agent.core.readings import Outgoing, new_id
+from edge_agent.daemon.outbox.queue import open_outbox
+from edge_agent.daemon.outbox.settings import OutboxSettings
 from edge_agent.simulator.broker import running_broker
 
 N = 10_000

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.daemon.compression import Compressor, Deadband, reconstruct
-from edge_agent.daemon.readings import Reading
-from edge_agent.daemon.retention import Retention
-from edge_agent.daemon.settings import RetentionSettings
+from edge_agent.core.readings import Reading
+from edge_agent.daemon.retention.compression import Compressor, Deadband, reconstruct
+from edge_agent.daemon.retention.keeper import Retention
+from edge_agent.daemon.retention.settings import RetentionSettings
 from edge_agent.simulator.plant import NOISE, SIGNALS, SPAN, simulate
 
 ASSETS = 4

@@ -13,7 +13,7 @@ import random
 import time
 from typing import Any
 
-from edge_agent.daemon.readings import SignalStats, WindowResult
+from edge_agent.core.readings import SignalStats, WindowResult
 from edge_agent.rules import conditions
 from edge_agent.rules.engine import Advisor, activation, load_pack, pack_conditions
 

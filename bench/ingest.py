@@ -96,7 +96,7 @@ def bare(port: int, expected: int) -> dict[str, float]:
 
 def agent(port: int, expected: int) -> dict[str, float]:
     """Run the real agent in this process; time from the first reading to the last window."""
-    from edge_agent.daemon import logs, metrics
+    from edge_agent.core import logs, metrics
     from edge_agent.daemon.app import run_agent
     from edge_agent.daemon.settings import load_settings
 

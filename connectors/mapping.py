@@ -17,9 +17,9 @@ from typing import Final, Literal, get_args
 
 import msgspec
 
-from edge_agent.daemon.errors import ConfigError
-from edge_agent.daemon.readings import Quality, Reading
-from edge_agent.daemon.settings import IngestSettings
+from edge_agent.connectors.settings import IngestSettings
+from edge_agent.core.errors import ConfigError
+from edge_agent.core.readings import Quality, Reading
 
 Reason = Literal[
     "too_large", "not_json", "bad_type", "not_finite", "no_timestamp", "no_match", "empty"

@@ -26,11 +26,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge_agent.daemon import metrics
-from edge_agent.daemon.errors import ConfigError, ConnectorError
-from edge_agent.daemon.logs import RateLimited
-from edge_agent.daemon.readings import Outgoing
-from edge_agent.daemon.settings import MqttSettings
+from edge_agent.connectors.settings import MqttSettings
+from edge_agent.core import metrics
+from edge_agent.core.errors import ConfigError, ConnectorError
+from edge_agent.core.logs import RateLimited
+from edge_agent.core.readings import Outgoing
 
 if TYPE_CHECKING:
     from types import TracebackType

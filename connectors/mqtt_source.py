@@ -10,10 +10,10 @@ import structlog
 
 from edge_agent.connectors.mapping import PayloadMapper, Rejected
 from edge_agent.connectors.mqtt import MqttClient
-from edge_agent.daemon import metrics
-from edge_agent.daemon.logs import RateLimited
-from edge_agent.daemon.readings import Reading
-from edge_agent.daemon.settings import IngestSettings
+from edge_agent.connectors.settings import IngestSettings
+from edge_agent.core import metrics
+from edge_agent.core.logs import RateLimited
+from edge_agent.core.readings import Reading
 
 if TYPE_CHECKING:
     from types import TracebackType

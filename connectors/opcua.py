@@ -45,11 +45,11 @@ from edge_agent.connectors.opcua_security import (
     check_files,
     hint,
 )
-from edge_agent.daemon import metrics
-from edge_agent.daemon.errors import ConfigError, ConnectorError
-from edge_agent.daemon.logs import RateLimited
-from edge_agent.daemon.readings import Reading
-from edge_agent.daemon.settings import OpcUaSettings
+from edge_agent.connectors.settings import OpcUaSettings
+from edge_agent.core import metrics
+from edge_agent.core.errors import ConfigError, ConnectorError
+from edge_agent.core.logs import RateLimited
+from edge_agent.core.readings import Reading
 
 log = structlog.get_logger(__name__)
 

@@ -15,9 +15,9 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.uaerrors import UaError
 
-from edge_agent.daemon.errors import ConfigError
-from edge_agent.daemon.readings import Quality, Reading
-from edge_agent.daemon.settings import OpcUaNode, OpcUaSettings
+from edge_agent.connectors.settings import OpcUaNode, OpcUaSettings
+from edge_agent.core.errors import ConfigError
+from edge_agent.core.readings import Quality, Reading
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")

@@ -18,8 +18,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 
-from edge_agent.daemon.errors import ConfigError, ConnectorError
-from edge_agent.daemon.settings import OpcUaSettings
+from edge_agent.connectors.settings import OpcUaSettings
+from edge_agent.core.errors import ConfigError, ConnectorError
 
 log = structlog.get_logger(__name__)
 

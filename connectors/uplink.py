@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from edge_agent.connectors.mqtt import MqttClient
-from edge_agent.daemon import metrics
-from edge_agent.daemon.readings import Outgoing, Priority, new_id
-from edge_agent.daemon.settings import MqttSettings, Settings
+from edge_agent.connectors.settings import MqttSettings
+from edge_agent.core import metrics
+from edge_agent.core.readings import Outgoing, Priority, new_id
+from edge_agent.daemon.settings import Settings
 
 
 def uplink_mqtt_settings(settings: Settings) -> MqttSettings:

@@ -16,27 +16,27 @@ import structlog
 from edge_agent.connectors.mqtt import MqttClient
 from edge_agent.connectors.mqtt_source import MqttSource
 from edge_agent.connectors.uplink import MqttSink, uplink_client, uplink_prefix
-from edge_agent.daemon import metrics
-from edge_agent.daemon.bundle import TrustedKeys
-from edge_agent.daemon.bundle_build import model_input_of
-from edge_agent.daemon.bundle_store import active_bundle
-from edge_agent.daemon.errors import EdgeAgentError
-from edge_agent.daemon.frames import FrameBuilder
-from edge_agent.daemon.gate import Gate
-from edge_agent.daemon.http import Health, HttpEndpoint
-from edge_agent.daemon.notify import Notifier, install_debug_stall
-from edge_agent.daemon.outbox import open_outbox
-from edge_agent.daemon.pipeline import Pipeline
-from edge_agent.daemon.pressure import Pressure
-from edge_agent.daemon.retention import Retention
-from edge_agent.daemon.updates import UpdateService, bundle_settings
+from edge_agent.core import metrics
+from edge_agent.core.errors import EdgeAgentError
+from edge_agent.daemon.bundles.build import model_input_of
+from edge_agent.daemon.bundles.bundle import TrustedKeys
+from edge_agent.daemon.bundles.store import active_bundle
+from edge_agent.daemon.bundles.updates import UpdateService, bundle_settings
+from edge_agent.daemon.flow.frames import FrameBuilder
+from edge_agent.daemon.flow.gate import Gate
+from edge_agent.daemon.flow.pipeline import Pipeline
+from edge_agent.daemon.outbox.queue import open_outbox
+from edge_agent.daemon.retention.keeper import Retention
+from edge_agent.daemon.service.http import Health, HttpEndpoint
+from edge_agent.daemon.service.notify import Notifier, install_debug_stall
+from edge_agent.daemon.service.pressure import Pressure
 from edge_agent.models.manifest import load_manifest
 from edge_agent.models.scorer import Scorer
 from edge_agent.rules.engine import Advisor, load_pack
 
 if TYPE_CHECKING:
-    from edge_agent.daemon.bundle import Bundle
-    from edge_agent.daemon.readings import Reading
+    from edge_agent.core.readings import Reading
+    from edge_agent.daemon.bundles.bundle import Bundle
     from edge_agent.daemon.settings import Settings
 
 log = structlog.get_logger(__name__)

@@ -7,8 +7,10 @@ import asyncio
 import sys
 from pathlib import Path
 
-from edge_agent.daemon import bundle_cli, logs, service_install
-from edge_agent.daemon.errors import ConfigError, EdgeAgentError
+from edge_agent.core import logs
+from edge_agent.core.errors import ConfigError, EdgeAgentError
+from edge_agent.daemon.bundles import cli as bundle_cli
+from edge_agent.daemon.service import install as service_install
 from edge_agent.daemon.settings import Settings, load_settings, render_env_file
 from edge_agent.rules import cli as rules_cli
 

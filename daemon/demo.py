@@ -29,11 +29,13 @@ from pathlib import Path
 import structlog
 
 from edge_agent.connectors.mqtt import MqttClient
-from edge_agent.daemon import bundle_cli, logs
+from edge_agent.connectors.settings import OpcUaNode, OpcUaSettings
+from edge_agent.core import logs
+from edge_agent.core.errors import BundleError, EdgeAgentError
+from edge_agent.core.readings import Outgoing, Priority, new_id
 from edge_agent.daemon.app import gateway_id, run_agent, topic_prefix
-from edge_agent.daemon.errors import BundleError, EdgeAgentError
-from edge_agent.daemon.readings import Outgoing, Priority, new_id
-from edge_agent.daemon.settings import OpcUaNode, OpcUaSettings, Settings, load_settings
+from edge_agent.daemon.bundles import cli as bundle_cli
+from edge_agent.daemon.settings import Settings, load_settings
 from edge_agent.models.manifest import default_manifest_path
 from edge_agent.rules.pack import default_pack_path
 from edge_agent.simulator.broker import running_broker

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 import numpy as np
 import structlog
 
-from edge_agent.daemon.errors import ModelError
+from edge_agent.core.errors import ModelError
 
 if TYPE_CHECKING:
     from edge_agent.models.manifest import Manifest

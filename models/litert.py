@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import structlog
 
-from edge_agent.daemon import metrics
-from edge_agent.daemon.errors import ModelError
+from edge_agent.core import metrics
+from edge_agent.core.errors import ModelError
 from edge_agent.models.base import BackendOptions, ModelOutput, register
 from edge_agent.models.manifest import Manifest
 

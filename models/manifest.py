@@ -9,14 +9,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edge_agent.daemon.errors import ModelError
-from edge_agent.simulator.plant import FAULTS
+from edge_agent.core.errors import ModelError
 
 SCHEMA = "edge-agent/model-manifest/v1"
-# The classes the model is trained on: normal, every fault the simulator injects, and
-# "unknown" for anomalies none of them explains. The manifest, not this tuple, is what the
-# runtime reads.
-CLASSES: tuple[str, ...] = ("normal", *FAULTS, "unknown")
 MANIFEST_FILE = "manifest.json"
 
 

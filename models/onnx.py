@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import structlog
 
-from edge_agent.daemon.errors import ModelError
+from edge_agent.core.errors import ModelError
 from edge_agent.models.base import BackendOptions, ModelOutput, register
 from edge_agent.models.manifest import Manifest
 

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 import structlog
 
-from edge_agent.daemon import metrics
-from edge_agent.daemon.errors import EdgeAgentError, ModelError
+from edge_agent.core import metrics
+from edge_agent.core.errors import EdgeAgentError, ModelError
 from edge_agent.models import base
 from edge_agent.models.base import Backend, BackendOptions, ModelOutput
 from edge_agent.models.manifest import Manifest

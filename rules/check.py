@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from edge_agent.daemon.readings import SignalStats
+from edge_agent.core.readings import SignalStats
 from edge_agent.rules import conditions
 from edge_agent.rules.conditions import Condition
 from edge_agent.rules.pack import Problem, Rule, RulePack, Where

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from edge_agent.daemon.errors import ModelError
+from edge_agent.core.errors import ModelError
 from edge_agent.rules.check import check_pack
 from edge_agent.rules.pack import PackError, Problem, load_pack
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import cel
 
-from edge_agent.daemon.errors import RuleError
+from edge_agent.core.errors import RuleError
 from edge_agent.rules.shortcut import Shortcut, Values, compile_shortcut
 
 # Names a condition may use at its top level (see `activation` in rules/engine.py).

@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from edge_agent.daemon import metrics
-from edge_agent.daemon.errors import RuleError
-from edge_agent.daemon.logs import RateLimited
-from edge_agent.daemon.readings import SignalStats, WindowResult
-from edge_agent.daemon.settings import AssetMeta, AssetSettings
+from edge_agent.core import metrics
+from edge_agent.core.errors import RuleError
+from edge_agent.core.logs import RateLimited
+from edge_agent.core.readings import SignalStats, WindowResult
 from edge_agent.rules import conditions
 from edge_agent.rules.check import check_pack
 from edge_agent.rules.pack import (
@@ -32,6 +31,7 @@ from edge_agent.rules.pack import (
     load_pack,
 )
 from edge_agent.rules.recommendation import Recommendation, Report
+from edge_agent.rules.settings import AssetMeta, AssetSettings
 
 __all__ = ["Advisor", "AssetMeta", "Recommendation", "RulePack", "load_pack"]
 

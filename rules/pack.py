@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import jsonschema
 import yaml
 
-from edge_agent.daemon.errors import RuleError
+from edge_agent.core.errors import RuleError
 from edge_agent.rules import templates
 from edge_agent.rules.conditions import Condition, compile_condition
 from edge_agent.rules.templates import Template

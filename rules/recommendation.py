@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from edge_agent.daemon.readings import WindowResult, new_id
+from edge_agent.core.readings import WindowResult, new_id
 from edge_agent.rules.pack import ReviewPolicy, Rule, Severity
 
 SCHEMA_ID = "edge-agent/recommendation/v1"

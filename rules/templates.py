@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from edge_agent.daemon.errors import RuleError
+from edge_agent.core.errors import RuleError
 
 # A placeholder: {path} or {path:spec}; `{{` and `}}` stand for literal braces.
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import msgspec
 
-from edge_agent.daemon import bundle_store
-from edge_agent.daemon.bundle import Bundle
-from edge_agent.daemon.bundle_fetch import Job
-from edge_agent.daemon.probation import check_rules
-from edge_agent.daemon.updates import UpdateService
+from edge_agent.daemon.bundles import store as bundle_store
+from edge_agent.daemon.bundles.bundle import Bundle
+from edge_agent.daemon.bundles.fetch import Job
+from edge_agent.daemon.bundles.probation import check_rules
+from edge_agent.daemon.bundles.updates import UpdateService
 from tests.bundle_kit import MODEL_INPUT
 from tests.update_kit import mqtt_client, update_settings
 

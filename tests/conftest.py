@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.daemon.bundle import TrustedKeys
+from edge_agent.daemon.bundles.bundle import TrustedKeys
 from edge_agent.simulator.broker import Broker, running_broker
 from tests.bundle_kit import write_keys
 

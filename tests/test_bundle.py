@@ -10,15 +10,15 @@ import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.daemon.bundle import (
+from edge_agent.core.errors import ConfigError
+from edge_agent.daemon.bundles.build import write_manifest
+from edge_agent.daemon.bundles.bundle import (
     BundleRejectedError,
     TrustedKeys,
     canonical,
     sign,
     verify_bundle,
 )
-from edge_agent.daemon.bundle_build import write_manifest
-from edge_agent.daemon.errors import ConfigError
 from tests.bundle_kit import MODEL_INPUT, make_bundle, write_keys
 
 

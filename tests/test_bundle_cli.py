@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.daemon import bundle_cli
-from edge_agent.daemon.bundle import Bundle, read_manifest
-from edge_agent.daemon.bundle_cli import register
-from edge_agent.daemon.bundle_store import active_bundle
-from edge_agent.daemon.probation import check_bundle, check_golden
-from edge_agent.daemon.updates import UpdateService
+from edge_agent.daemon.bundles import cli as bundle_cli
+from edge_agent.daemon.bundles.bundle import Bundle, read_manifest
+from edge_agent.daemon.bundles.cli import register
+from edge_agent.daemon.bundles.probation import check_bundle, check_golden
+from edge_agent.daemon.bundles.store import active_bundle
+from edge_agent.daemon.bundles.updates import UpdateService
 from edge_agent.models.manifest import default_manifest_path
 from edge_agent.rules.pack import default_pack_path
 from edge_agent.simulator.broker import Broker

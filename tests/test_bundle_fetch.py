@@ -9,8 +9,8 @@ from typing import ClassVar
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.daemon.bundle import BundleRejectedError, read_manifest
-from edge_agent.daemon.bundle_fetch import DownloadError, Job, check_size, fetch
+from edge_agent.daemon.bundles.bundle import BundleRejectedError, read_manifest
+from edge_agent.daemon.bundles.fetch import DownloadError, Job, check_size, fetch
 from tests.bundle_kit import make_bundle
 from tests.bundle_server import RangeFiles, serving
 

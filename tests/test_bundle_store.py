@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.daemon.bundle import BundleRejectedError, TrustedKeys, verify_bundle
-from edge_agent.daemon.bundle_store import BundleStore, JobRecord, active_bundle
-from edge_agent.daemon.errors import BundleError
+from edge_agent.core.errors import BundleError
+from edge_agent.daemon.bundles.bundle import BundleRejectedError, TrustedKeys, verify_bundle
+from edge_agent.daemon.bundles.store import BundleStore, JobRecord, active_bundle
+from edge_agent.daemon.bundles.updates import bundle_settings
 from edge_agent.daemon.settings import Settings
-from edge_agent.daemon.updates import bundle_settings
 from tests.bundle_kit import MODEL_INPUT, make_bundle
 
 

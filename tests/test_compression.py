@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.daemon import compression
-from edge_agent.daemon.compression import (
+from edge_agent.daemon.retention import compression
+from edge_agent.daemon.retention.compression import (
     Compressor,
     Deadband,
     SwingingDoor,

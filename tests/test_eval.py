@@ -10,9 +10,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from edge_agent.models import evaluate
 from edge_agent.models.manifest import Manifest, load_manifest
 from edge_agent.models.scorer import Scorer
+from edge_agent.models.training import evaluate
 from edge_agent.simulator.plant import Trace
 from edge_agent.simulator.scenarios import ABRUPT, evaluation_set
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.daemon.evidence import (
+from edge_agent.daemon.retention.evidence import (
     Evidence,
     EvidenceError,
     EvidenceNotFoundError,
@@ -15,7 +15,7 @@ from edge_agent.daemon.evidence import (
     decode,
     encode,
 )
-from edge_agent.daemon.ring import Samples
+from edge_agent.daemon.retention.ring import Samples
 
 
 class Clock:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_agent.daemon import metrics
-from edge_agent.daemon.frames import FrameBuilder
-from edge_agent.daemon.gate import Gate
-from edge_agent.daemon.readings import Quality, Reading
-from edge_agent.daemon.settings import FrameSettings, GateSettings
+from edge_agent.core import metrics
+from edge_agent.core.readings import Quality, Reading
+from edge_agent.daemon.flow.frames import FrameBuilder
+from edge_agent.daemon.flow.gate import Gate
+from edge_agent.daemon.flow.settings import FrameSettings, GateSettings
 
 SIGNALS = ("a", "b")
 

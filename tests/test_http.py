@@ -11,10 +11,10 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from edge_agent.daemon import metrics
-from edge_agent.daemon.errors import ConfigError
-from edge_agent.daemon.http import Health, HttpEndpoint
-from edge_agent.daemon.settings import ServiceSettings
+from edge_agent.core import metrics
+from edge_agent.core.errors import ConfigError
+from edge_agent.daemon.service.http import Health, HttpEndpoint
+from edge_agent.daemon.service.settings import ServiceSettings
 
 SERVICE = ServiceSettings(http_port=0)
 

@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edge_agent.daemon.http import Health, HttpEndpoint
-from edge_agent.daemon.settings import ServiceSettings
+from edge_agent.daemon.service.http import Health, HttpEndpoint
+from edge_agent.daemon.service.settings import ServiceSettings
 
 DOCKERFILE = Path(__file__).resolve().parent.parent / "Dockerfile"
 

@@ -29,8 +29,9 @@ def test_editable_install_maps_the_folders() -> None:
 
 
 def _run(*cmd: str | Path) -> str:
+    # Away from the checkout: its edge_agent/ links would shadow what the venv installed.
     proc = subprocess.run(
-        [str(c) for c in cmd], capture_output=True, text=True, check=False, timeout=600
+        [str(c) for c in cmd], capture_output=True, text=True, check=False, timeout=600, cwd="/"
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
@@ -55,7 +56,7 @@ def test_clean_venv_install(tmp_path: Path, editable: bool) -> None:
     out = _run(
         py,
         "-c",
-        "import edge_agent.daemon.errors, edge_agent.daemon.readings, edge_agent.connectors, "
+        "import edge_agent.core.errors, edge_agent.core.readings, edge_agent.connectors, "
         "edge_agent.models, edge_agent.rules, edge_agent.simulator; "
         "import edge_agent.daemon as d; print(d.__file__)",
     )

@@ -7,7 +7,7 @@ import json
 
 import structlog
 
-from edge_agent.daemon import logs
+from edge_agent.core import logs
 
 
 class _Tty(io.StringIO):

@@ -3,9 +3,9 @@ import json
 import pytest
 
 from edge_agent.connectors.mapping import REASONS, PayloadMapper, Rejected
-from edge_agent.daemon.errors import ConfigError
-from edge_agent.daemon.readings import Quality, Reading
-from edge_agent.daemon.settings import IngestSettings
+from edge_agent.connectors.settings import IngestSettings
+from edge_agent.core.errors import ConfigError
+from edge_agent.core.readings import Quality, Reading
 
 
 def mapper(**kw: object) -> PayloadMapper:

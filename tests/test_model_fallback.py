@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
-from edge_agent.daemon import metrics
-from edge_agent.daemon.errors import ModelError
-from edge_agent.models.dataset import cut
+from edge_agent.core import metrics
+from edge_agent.core.errors import ModelError
 from edge_agent.models.litert import LiteRtBackend
 from edge_agent.models.manifest import Manifest, load_manifest
 from edge_agent.models.scorer import Scorer
+from edge_agent.models.training.dataset import cut
 from edge_agent.simulator.plant import simulate
 
 EDGETPU = "libedgetpu.so.1"

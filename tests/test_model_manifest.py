@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.daemon.errors import ModelError
+from edge_agent.core.errors import ModelError
 from edge_agent.models.manifest import (
-    CLASSES,
     default_manifest_path,
     load_manifest,
     sha256_file,
 )
+from edge_agent.models.training.dataset import CLASSES
 from edge_agent.simulator.plant import SIGNALS
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.models.dataset import cut
 from edge_agent.models.manifest import load_manifest
 from edge_agent.models.scorer import Scorer
+from edge_agent.models.training.dataset import cut
 from edge_agent.simulator.plant import FaultSpec, simulate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +30,7 @@ PACKAGE_DIRS = ("daemon", "connectors", "models", "rules", "simulator")
 SCRIPT = """
 import json, sys
 import numpy as np
-from edge_agent.daemon.errors import ModelError
+from edge_agent.core.errors import ModelError
 from edge_agent.models import base, litert
 from edge_agent.models.manifest import load_manifest
 manifest = load_manifest(None)

@@ -11,11 +11,11 @@ import pytest
 
 from edge_agent.connectors.mqtt import MqttClient
 from edge_agent.connectors.mqtt_source import MqttSource
+from edge_agent.connectors.settings import IngestSettings, MqttSettings
 from edge_agent.connectors.uplink import MqttSink
-from edge_agent.daemon import metrics
-from edge_agent.daemon.errors import ConnectorError
-from edge_agent.daemon.readings import Outgoing, Reading, new_id
-from edge_agent.daemon.settings import IngestSettings, MqttSettings
+from edge_agent.core import metrics
+from edge_agent.core.errors import ConnectorError
+from edge_agent.core.readings import Outgoing, Reading, new_id
 from edge_agent.simulator.broker import Broker
 
 WAIT_S = 10.0

@@ -12,9 +12,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from edge_agent.connectors.mqtt import MqttClient
-from edge_agent.daemon.errors import ConfigError
-from edge_agent.daemon.readings import Outgoing, new_id
-from edge_agent.daemon.settings import MqttSettings
+from edge_agent.connectors.settings import MqttSettings
+from edge_agent.core.errors import ConfigError
+from edge_agent.core.readings import Outgoing, new_id
 from edge_agent.simulator.broker import Broker
 from tests.pki import certificate, ec_key, write_cert, write_key
 

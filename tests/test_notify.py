@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.daemon import metrics
-from edge_agent.daemon.notify import MAX_STATUS, Notifier, watchdog_interval
+from edge_agent.core import metrics
+from edge_agent.daemon.service.notify import MAX_STATUS, Notifier, watchdog_interval
 
 
 @pytest.fixture
@@ -145,7 +145,7 @@ def test_watchdog_kill_leaves_the_stuck_stack_in_the_log(tmp_path: Path) -> None
     sock = tmp_path / "n.sock"
     script = (
         "import asyncio, time\n"
-        "from edge_agent.daemon.notify import Notifier\n"
+        "from edge_agent.daemon.service.notify import Notifier\n"
         "def stuck_in_a_callback():\n"
         "    print('stuck', flush=True)\n"
         "    time.sleep(60)\n"

@@ -15,11 +15,13 @@ from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from edge_agent.connectors.opcua import OpcUaSource
-from edge_agent.daemon import metrics
-from edge_agent.daemon.errors import ConfigError
-from edge_agent.daemon.frames import FrameBuilder
-from edge_agent.daemon.readings import Quality, Reading
-from edge_agent.daemon.settings import FrameSettings, OpcUaNode, OpcUaSettings, load_settings
+from edge_agent.connectors.settings import OpcUaNode, OpcUaSettings
+from edge_agent.core import metrics
+from edge_agent.core.errors import ConfigError
+from edge_agent.core.readings import Quality, Reading
+from edge_agent.daemon.flow.frames import FrameBuilder
+from edge_agent.daemon.flow.settings import FrameSettings
+from edge_agent.daemon.settings import load_settings
 from edge_agent.simulator.opcua_server import PlantServer
 from edge_agent.simulator.plant import SIGNALS
 

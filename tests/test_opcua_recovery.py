@@ -11,8 +11,8 @@ from collections import Counter
 
 from structlog.testing import capture_logs
 
-from edge_agent.daemon import metrics
-from edge_agent.daemon.settings import OpcUaSettings
+from edge_agent.connectors.settings import OpcUaSettings
+from edge_agent.core import metrics
 from edge_agent.simulator.opcua_server import PlantServer
 from tests.test_opcua import running
 

@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 from structlog.testing import capture_logs
 
-from edge_agent.daemon.settings import OpcUaSettings
+from edge_agent.connectors.settings import OpcUaSettings
 from edge_agent.simulator.opcua_server import PlantServer
 from tests.pki import certificate, rsa_key, write_cert, write_key
 from tests.test_opcua import running

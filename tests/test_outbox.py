@@ -6,11 +6,12 @@ import asyncio
 from pathlib import Path
 
 from edge_agent.connectors.mqtt import MqttClient
+from edge_agent.connectors.settings import MqttSettings
 from edge_agent.connectors.uplink import MqttSink
-from edge_agent.daemon import metrics
-from edge_agent.daemon.outbox import MemoryQueue, open_outbox
-from edge_agent.daemon.readings import Outgoing, Priority, new_id
-from edge_agent.daemon.settings import MqttSettings, OutboxSettings
+from edge_agent.core import metrics
+from edge_agent.core.readings import Outgoing, Priority, new_id
+from edge_agent.daemon.outbox.queue import MemoryQueue, open_outbox
+from edge_agent.daemon.outbox.settings import OutboxSettings
 from edge_agent.simulator.broker import Broker
 from tests.test_mqtt import WAIT_S, Collector, connected, mqtt_settings, sample
 

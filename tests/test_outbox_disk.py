@@ -12,10 +12,10 @@ from structlog.testing import capture_logs
 
 from edge_agent.connectors.mqtt import MqttClient
 from edge_agent.connectors.uplink import MqttSink
-from edge_agent.daemon.outbox import SqliteOutbox, open_outbox
-from edge_agent.daemon.outbox_store import PAGE_SIZE
-from edge_agent.daemon.readings import Outgoing, Priority
-from edge_agent.daemon.settings import OutboxSettings
+from edge_agent.core.readings import Outgoing, Priority
+from edge_agent.daemon.outbox.queue import SqliteOutbox, open_outbox
+from edge_agent.daemon.outbox.settings import OutboxSettings
+from edge_agent.daemon.outbox.store import PAGE_SIZE
 from edge_agent.simulator.broker import Broker
 from tests.test_mqtt import Collector, connected, mqtt_settings, sample
 

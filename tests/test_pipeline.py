@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge_agent.daemon import metrics
+from edge_agent.core import metrics
 from edge_agent.daemon.app import build_pipeline
-from edge_agent.daemon.pipeline import MAX_PENDING_REPLIES
-from edge_agent.daemon.retention import Retention
+from edge_agent.daemon.flow.pipeline import MAX_PENDING_REPLIES
+from edge_agent.daemon.retention.keeper import Retention
 from edge_agent.daemon.settings import AgentSettings, Settings
 
 

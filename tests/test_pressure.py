@@ -8,10 +8,11 @@ from collections.abc import Callable
 
 import pytest
 
-from edge_agent.daemon import metrics
-from edge_agent.daemon.errors import ConfigError
-from edge_agent.daemon.pressure import Pressure
-from edge_agent.daemon.settings import ServiceSettings, load_settings
+from edge_agent.core import metrics
+from edge_agent.core.errors import ConfigError
+from edge_agent.daemon.service.pressure import Pressure
+from edge_agent.daemon.service.settings import ServiceSettings
+from edge_agent.daemon.settings import load_settings
 
 
 class Clock:

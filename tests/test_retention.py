@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_agent.daemon.compression import reconstruct
-from edge_agent.daemon.evidence import EvidencePendingError
-from edge_agent.daemon.metrics import REGISTRY
-from edge_agent.daemon.readings import Priority, Quality, Reading
-from edge_agent.daemon.retention import Retention
-from edge_agent.daemon.settings import RetentionSettings
+from edge_agent.core.metrics import REGISTRY
+from edge_agent.core.readings import Priority, Quality, Reading
+from edge_agent.daemon.retention.compression import reconstruct
+from edge_agent.daemon.retention.evidence import EvidencePendingError
+from edge_agent.daemon.retention.keeper import Retention
+from edge_agent.daemon.retention.settings import RetentionSettings
 from edge_agent.simulator.plant import SIGNALS, SPAN, FaultSpec, Trace, simulate
 
 PRE, POST = 45.0, 30.0

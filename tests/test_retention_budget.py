@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.daemon.metrics import REGISTRY
-from edge_agent.daemon.retention import Retention
-from edge_agent.daemon.settings import RetentionSettings
+from edge_agent.core.metrics import REGISTRY
+from edge_agent.daemon.retention.keeper import Retention
+from edge_agent.daemon.retention.settings import RetentionSettings
 
 ASSETS = [f"pump-{i:03d}" for i in range(100)]
 SIGNALS = [f"s{j}" for j in range(8)]

@@ -17,8 +17,8 @@ import numpy as np
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.daemon.retention import Retention
-from edge_agent.daemon.settings import RetentionSettings
+from edge_agent.daemon.retention.keeper import Retention
+from edge_agent.daemon.retention.settings import RetentionSettings
 from edge_agent.simulator.broker import Broker
 
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from edge_agent.daemon import metrics
-from edge_agent.daemon.readings import SignalStats, WindowResult
-from edge_agent.daemon.settings import AssetMeta
+from edge_agent.core import metrics
+from edge_agent.core.readings import SignalStats, WindowResult
 from edge_agent.rules.engine import Advisor, Recommendation, load_pack
 from edge_agent.rules.pack import PackError, default_pack_path
 from edge_agent.rules.recommendation import recommendation_schema
+from edge_agent.rules.settings import AssetMeta
 
 SIGNALS = ["temperature", "vibration", "current", "pressure", "flow"]
 CLASSES = [

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.daemon.errors import RuleError
+from edge_agent.core.errors import RuleError
 from edge_agent.rules import cli, templates
 from edge_agent.rules.check import check_pack
 from edge_agent.rules.pack import PackError, Problem, default_pack_path, load_pack

@@ -16,14 +16,14 @@ from functools import cache
 import numpy as np
 import pytest
 
-from edge_agent.daemon.frames import Window
-from edge_agent.daemon.gate import Gate
-from edge_agent.daemon.readings import WindowResult
-from edge_agent.daemon.settings import GateSettings
-from edge_agent.daemon.stats import window_stats
-from edge_agent.models.dataset import cut
+from edge_agent.core.readings import WindowResult
+from edge_agent.daemon.flow.frames import Window
+from edge_agent.daemon.flow.gate import Gate
+from edge_agent.daemon.flow.settings import GateSettings
+from edge_agent.daemon.flow.stats import window_stats
 from edge_agent.models.manifest import Manifest, load_manifest
 from edge_agent.models.scorer import Scorer
+from edge_agent.models.training.dataset import cut
 from edge_agent.rules.engine import Advisor, Recommendation, load_pack
 from edge_agent.simulator.plant import FaultSpec, Trace, simulate
 from edge_agent.simulator.scenarios import ABRUPT

@@ -17,8 +17,8 @@ import cel
 import numpy as np
 import pytest
 
-from edge_agent.daemon import metrics
-from edge_agent.daemon.readings import SignalStats, WindowResult
+from edge_agent.core import metrics
+from edge_agent.core.readings import SignalStats, WindowResult
 from edge_agent.rules import conditions, engine
 from edge_agent.rules.engine import Advisor, activation, load_pack, pack_conditions
 from edge_agent.rules.shortcut import compile_shortcut

@@ -7,14 +7,14 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from edge_agent.daemon import metrics
-from edge_agent.daemon.errors import ModelError
+from edge_agent.core import metrics
+from edge_agent.core.errors import ModelError
 from edge_agent.models import base
 from edge_agent.models.base import BackendOptions, ModelOutput
-from edge_agent.models.dataset import cut
 from edge_agent.models.manifest import Manifest, load_manifest
 from edge_agent.models.onnx import OnnxBackend
 from edge_agent.models.scorer import Scorer
+from edge_agent.models.training.dataset import cut
 from edge_agent.simulator.plant import FaultSpec, simulate
 from edge_agent.simulator.scenarios import EVAL_SEED0, Scenario, fault_set, normal_set
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.core.errors import ConfigError
 from edge_agent.daemon.cli import main
-from edge_agent.daemon.errors import ConfigError
 from edge_agent.daemon.settings import Settings, env_names, load_settings, render_env_file
 
 ROOT = Path(__file__).resolve().parent.parent

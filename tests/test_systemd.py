@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.daemon.errors import ConfigError
-from edge_agent.daemon.service_install import install, register, unit_text
+from edge_agent.core.errors import ConfigError
+from edge_agent.daemon.service.install import install, register, unit_text
 from edge_agent.daemon.settings import render_env_file
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.daemon.errors import ConfigError
+from edge_agent.core.errors import ConfigError
 from edge_agent.daemon.settings import load_settings
 
 

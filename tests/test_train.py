@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.models import evaluate, train
 from edge_agent.models.base import ModelOutput
-from edge_agent.models.manifest import CLASSES, load_manifest
+from edge_agent.models.manifest import load_manifest
 from edge_agent.models.onnx import OnnxBackend
+from edge_agent.models.training import evaluate, train
+from edge_agent.models.training.dataset import CLASSES
 from edge_agent.simulator.scenarios import EVAL_SEED0, fault_set, normal_set
 
 # A third of the training set and of the epochs. The floor is well under the full model's

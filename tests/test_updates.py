@@ -11,13 +11,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.connectors.mqtt import MqttClient
-from edge_agent.daemon import metrics
-from edge_agent.daemon.bundle import Bundle
-from edge_agent.daemon.bundle_store import BundleStore, active_bundle
-from edge_agent.daemon.errors import ModelError
-from edge_agent.daemon.probation import check_rules
-from edge_agent.daemon.readings import Outgoing, new_id
-from edge_agent.daemon.updates import UpdateService
+from edge_agent.core import metrics
+from edge_agent.core.errors import ModelError
+from edge_agent.core.readings import Outgoing, new_id
+from edge_agent.daemon.bundles.bundle import Bundle
+from edge_agent.daemon.bundles.probation import check_rules
+from edge_agent.daemon.bundles.store import BundleStore, active_bundle
+from edge_agent.daemon.bundles.updates import UpdateService
 from edge_agent.simulator.broker import Broker
 from tests.bundle_kit import MODEL_INPUT, make_bundle, resign, write_keys
 from tests.update_kit import StateWatcher, job_bytes, mqtt_client, update_settings

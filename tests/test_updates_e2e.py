@@ -21,10 +21,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from edge_agent.daemon.bundle import read_manifest, sign
-from edge_agent.daemon.bundle_build import describe_files, write_manifest
-from edge_agent.daemon.bundle_cli import register
-from edge_agent.daemon.bundle_store import active_bundle
+from edge_agent.daemon.bundles.build import describe_files, write_manifest
+from edge_agent.daemon.bundles.bundle import read_manifest, sign
+from edge_agent.daemon.bundles.cli import register
+from edge_agent.daemon.bundles.store import active_bundle
 from edge_agent.models.manifest import default_manifest_path
 from edge_agent.rules.pack import default_pack_path
 from edge_agent.simulator.broker import Broker, free_port

@@ -25,9 +25,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_agent.connectors.uplink import MqttSink, status_topic, uplink_client
-from edge_agent.daemon.outbox import open_outbox
-from edge_agent.daemon.readings import Outgoing
-from edge_agent.daemon.settings import OutboxSettings, Settings
+from edge_agent.core.readings import Outgoing
+from edge_agent.daemon.outbox.queue import open_outbox
+from edge_agent.daemon.outbox.settings import OutboxSettings
+from edge_agent.daemon.settings import Settings
 from edge_agent.simulator.broker import Broker
 
 WAIT_S = 20.0

@@ -10,9 +10,10 @@ from typing import Any
 import msgspec
 
 from edge_agent.connectors.mqtt import MqttClient
-from edge_agent.daemon.bundle import MANIFEST, read_manifest
-from edge_agent.daemon.bundle_fetch import Job
-from edge_agent.daemon.settings import MqttSettings, UpdateSettings
+from edge_agent.connectors.settings import MqttSettings
+from edge_agent.daemon.bundles.bundle import MANIFEST, read_manifest
+from edge_agent.daemon.bundles.fetch import Job
+from edge_agent.daemon.bundles.settings import UpdateSettings
 
 
 def job_bytes(bundle_dir: Path, job_id: str, *, inline: bool = False) -> bytes:

@@ -1,0 +1,324 @@
+"""The outbox: every outgoing message waits here until the uplink broker acknowledged it.
+
+Replay order: priority class (highest first), then time; messages of one class keep their
+order, so per-asset order holds within a class. When full, the lowest class is dropped
+first, oldest first within a class; every drop is counted (`OUTBOX_DROPPED`) and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar
+
+import structlog
+
+from edge_agent.core import metrics
+from edge_agent.core.errors import ConnectorError
+from edge_agent.core.logs import RateLimited
+from edge_agent.core.readings import Outgoing, Priority
+from edge_agent.daemon.outbox.settings import OutboxSettings
+from edge_agent.daemon.outbox.store import StorageError, Store
+
+if TYPE_CHECKING:
+    from edge_agent.connectors.uplink import MqttSink
+
+log = structlog.get_logger(__name__)
+
+_RETRY_MIN_S: Final = 0.5
+_RETRY_MAX_S: Final = 30.0
+_RECOVER_EVERY_S: Final = 1.0  # how often a degraded outbox tries its file again
+_CLASSES: Final = sorted(Priority, reverse=True)  # replay order: highest class first
+_T = TypeVar("_T")
+
+
+class Outbox(Protocol):
+    """Where outgoing messages wait for the uplink."""
+
+    async def put(self, msgs: Sequence[Outgoing]) -> None:
+        """Store messages; once it returns they survive what the outbox promises."""
+        ...
+
+    async def deliver(self, sink: MqttSink) -> None:
+        """Publish in order until cancelled; remove a message only after its ack."""
+        ...
+
+    def depth(self) -> int:
+        """Messages waiting (including those in flight)."""
+        ...
+
+    def status(self) -> str:
+        """Where messages are kept now: `disk`, or `memory (<why>)` when degraded."""
+        ...
+
+    async def close(self) -> None:
+        """Release files; messages not yet acknowledged stay for the next start."""
+        ...
+
+
+class MemoryQueue:
+    """A bounded queue per priority class, with the outbox's drop policy.
+
+    Also the outbox's fallback while its file cannot be written.
+    """
+
+    def __init__(self, max_messages: int, what: str = "outbox") -> None:
+        self._max = max_messages
+        self._what = what
+        self._q: dict[Priority, collections.deque[Outgoing]] = {
+            p: collections.deque() for p in Priority
+        }
+        self._n = 0
+        self._limited = RateLimited(10.0)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def push(self, msgs: Iterable[Outgoing]) -> None:
+        """Append messages; drop the lowest class, oldest first, beyond the cap."""
+        for msg in msgs:
+            self._q[msg.priority].append(msg)
+            self._n += 1
+        while self._n > self._max:
+            for p in reversed(_CLASSES):  # lowest class first
+                if self._q[p]:
+                    dropped = self._q[p].popleft()
+                    self._n -= 1
+                    count_drop(dropped, self._what, self._limited, f"max_messages={self._max}")
+                    break
+
+    def head(self, n: int) -> list[Outgoing]:
+        """The next `n` messages in replay order (not removed)."""
+        out: list[Outgoing] = []
+        for p in _CLASSES:
+            for msg in self._q[p]:
+                if len(out) >= n:
+                    return out
+                out.append(msg)
+        return out
+
+    def remove(self, msgs: Iterable[Outgoing]) -> None:
+        """Remove delivered messages (those dropped meanwhile are already gone)."""
+        for msg in msgs:
+            q = self._q[msg.priority]
+            if q and q[0] is msg:
+                q.popleft()
+            else:
+                try:
+                    q.remove(msg)
+                except ValueError:
+                    continue
+            self._n -= 1
+
+
+def count_drop(msg: Outgoing, where: str, limited: RateLimited, why: str) -> None:
+    """Count and log (rate-limited) one message dropped by the outbox's policy."""
+    name = msg.priority.name.lower()
+    metrics.OUTBOX_DROPPED.labels(name).inc()
+    held = limited.allow(name)
+    if held is not None:
+        log.warning(
+            "outbox_dropped",
+            where=where,
+            priority=name,
+            topic=msg.topic,
+            msg_id=msg.msg_id,
+            asset=msg.key,
+            why=why,
+            held_back=held,
+        )
+
+
+async def publish_batch(sink: MqttSink, batch: Sequence[Outgoing]) -> list[Outgoing]:
+    """Publish a batch concurrently (paho keeps their order); return those acknowledged.
+
+    A message the broker refuses (MQTT 5 reason >= 0x80) will never be accepted: it
+    counts as done, and is counted and logged as refused.
+    """
+    from edge_agent.connectors.mqtt import PublishRefusedError  # noqa: PLC0415 - no import cycle
+
+    results = await asyncio.gather(*(sink.publish(m) for m in batch), return_exceptions=True)
+    done: list[Outgoing] = []
+    for msg, result in zip(batch, results, strict=True):
+        if result is None:
+            done.append(msg)
+        elif isinstance(result, PublishRefusedError):
+            metrics.OUTBOX_REFUSED.labels(msg.priority.name.lower()).inc()
+            log.error(
+                "outbox_refused",
+                topic=msg.topic,
+                msg_id=msg.msg_id,
+                asset=msg.key,
+                error=str(result),
+            )
+            done.append(msg)
+        elif isinstance(result, ConnectorError):
+            log.warning("outbox_publish_failed", topic=msg.topic, error=str(result))
+        else:
+            raise result
+    return done
+
+
+class SqliteOutbox:
+    """The outbox on disk (SQLite, WAL): written before publishing, deleted after PUBACK.
+
+    All file work runs on one worker thread, so commits never stall the event loop. When
+    the file cannot be written (disk full, read-only, I/O error) the outbox says so loudly
+    (log, `edge_outbox_degraded`, `status()`) and buffers in memory, bounded by
+    `memory_max_messages` with the same drop policy, until a write succeeds again. Messages
+    buffered in memory then are published after those on disk.
+    """
+
+    def __init__(self, settings: OutboxSettings, path: Path) -> None:
+        self._settings = settings
+        self._store = Store(path, settings.max_bytes, settings.synchronous)
+        self._mem = MemoryQueue(settings.memory_max_messages, "memory")
+        self._exec = ThreadPoolExecutor(1, thread_name_prefix="outbox-sqlite")
+        self._ready = asyncio.Event()
+        self._limited = RateLimited(10.0)
+        self._degraded: str | None = None
+        self._next_recovery = 0.0
+        self._inflight: frozenset[int] = frozenset()
+        self._acked_undeleted: set[int] = set()  # published, delete failed: never re-send
+        try:
+            self._store.open()
+        except StorageError as exc:
+            self._degrade(exc)
+        self._gauges()
+
+    async def _call(self, fn: Callable[..., _T], *args: object) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._exec, fn, *args)
+
+    def status(self) -> str:
+        """`disk`, or `memory (<why>)` while the file cannot be written."""
+        return "disk" if self._degraded is None else f"memory ({self._degraded})"
+
+    def depth(self) -> int:
+        """Messages waiting, on disk and in memory, including those in flight."""
+        return self._store.count + len(self._mem)
+
+    def _gauges(self) -> None:
+        metrics.OUTBOX_DEPTH.set(self.depth())
+        metrics.OUTBOX_DEGRADED.set(0 if self._degraded is None else 1)
+
+    def _degrade(self, exc: StorageError) -> None:
+        metrics.OUTBOX_ERRORS.labels(exc.kind).inc()
+        self._next_recovery = time.monotonic() + _RECOVER_EVERY_S
+        if self._degraded is None:
+            log.error(
+                "outbox_degraded",
+                file=str(self._store.path),
+                kind=exc.kind,
+                error=str(exc),
+                action="buffering in memory until the file can be written "
+                f"(EDGE_OUTBOX__MEMORY_MAX_MESSAGES={self._settings.memory_max_messages})",
+            )
+        self._degraded = exc.kind
+        self._gauges()
+
+    def _dropped(self, msgs: Sequence[Outgoing]) -> None:
+        why = f"EDGE_OUTBOX__MAX_BYTES={self._settings.max_bytes}"
+        for msg in msgs:
+            count_drop(msg, "disk", self._limited, why)
+
+    async def _recover(self) -> None:
+        """Try the file again: reopen it, move the memory buffer into it."""
+        if self._degraded is None or time.monotonic() < self._next_recovery:
+            return
+        self._next_recovery = time.monotonic() + _RECOVER_EVERY_S
+        pending = self._mem.head(len(self._mem))
+        try:
+            if not self._store.is_open:
+                await self._call(self._store.open)
+            dropped = await self._call(self._store.insert, pending, self._inflight)
+            if self._acked_undeleted:
+                await self._call(self._store.delete, sorted(self._acked_undeleted))
+                self._acked_undeleted.clear()
+        except StorageError as exc:
+            metrics.OUTBOX_ERRORS.labels(exc.kind).inc()
+            return
+        self._mem.remove(pending)
+        self._dropped(dropped)
+        log.warning("outbox_recovered", file=str(self._store.path), moved_from_memory=len(pending))
+        self._degraded = None
+        self._gauges()
+
+    async def put(self, msgs: Sequence[Outgoing]) -> None:
+        """Commit messages to the file (or, degraded, to memory) before returning."""
+        if not msgs:
+            return
+        await self._recover()
+        if self._degraded is None:
+            try:
+                dropped = await self._call(self._store.insert, list(msgs), self._inflight)
+            except StorageError as exc:
+                self._degrade(exc)
+            else:
+                self._dropped(dropped)
+                self._gauges()
+                self._ready.set()
+                return
+        self._mem.push(msgs)
+        self._gauges()
+        self._ready.set()
+
+    async def _next(self, n: int) -> list[tuple[int | None, Outgoing]]:
+        if self._store.is_open:
+            try:
+                page = await self._call(self._store.page, n, frozenset(self._acked_undeleted))
+            except StorageError as exc:
+                self._degrade(exc)
+            else:
+                if page:
+                    return list(page)
+        return [(None, m) for m in self._mem.head(n)]
+
+    async def deliver(self, sink: MqttSink) -> None:
+        """Publish in replay order until cancelled; delete each only after its ack."""
+        delay = _RETRY_MIN_S
+        while True:
+            await self._recover()
+            self._ready.clear()  # before reading: a put() during the read sets it again
+            items = await self._next(sink.window)
+            if not items:
+                timeout = _RECOVER_EVERY_S if self._degraded is not None else None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._ready.wait(), timeout)
+                continue
+            self._inflight = frozenset(seq for seq, _ in items if seq is not None)
+            try:
+                done = await publish_batch(sink, [m for _, m in items])
+            finally:
+                self._inflight = frozenset()
+            acked = {id(m) for m in done}
+            seqs = [seq for seq, m in items if seq is not None and id(m) in acked]
+            self._mem.remove([m for seq, m in items if seq is None and id(m) in acked])
+            if seqs:
+                try:
+                    await self._call(self._store.delete, seqs)
+                except StorageError as exc:
+                    self._acked_undeleted.update(seqs)
+                    self._degrade(exc)
+            self._gauges()
+            if len(done) < len(items):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+            else:
+                delay = _RETRY_MIN_S
+
+    async def close(self) -> None:
+        """Close the file; what is only in memory is lost (and logged)."""
+        if len(self._mem):
+            log.error("outbox_lost_on_close", messages=len(self._mem), reason=self._degraded)
+        await self._call(self._store.close)
+        self._exec.shutdown(wait=True)
+
+
+def open_outbox(settings: OutboxSettings, state_dir: Path) -> Outbox:
+    """Open the outbox file `outbox.db` in `state_dir` (created if missing)."""
+    return SqliteOutbox(settings, state_dir / "outbox.db")

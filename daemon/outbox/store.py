@@ -1,0 +1,298 @@
+"""The outbox file: SQLite in WAL mode, bounded in pages, used from one thread only.
+
+Size bound: `PRAGMA max_page_count = max_bytes // page_size`, so `outbox.db` never grows
+past `max_bytes` (rounded down to whole pages). The WAL file beside it holds at most
+about `wal_autocheckpoint` pages plus one transaction between checkpoints and is cut back
+to `journal_size_limit` after each. When the cap is reached, rows are dropped by the
+outbox policy (lowest class first, oldest first within a class, never a message being
+published) until the new one fits; a message of a lower class than everything stored is
+dropped itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import math
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Final, Literal
+
+import structlog
+
+from edge_agent.core.readings import Outgoing, Priority
+
+log = structlog.get_logger(__name__)
+
+Kind = Literal["full", "readonly", "io", "corrupt"]
+PAGE_SIZE: Final = 4096
+_VICTIMS_PER_ROUND: Final = 256
+_ROW_OVERHEAD: Final = 64  # bytes of a row besides payload and topic, roughly (ids, index)
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS msg (
+    seq INTEGER PRIMARY KEY,  -- insertion order: time within a class
+    priority INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    msg_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS msg_order ON msg (priority, seq);
+"""
+_INSERT: Final = (
+    "INSERT INTO msg (priority, topic, payload, msg_id, key, qos, retain) VALUES (?,?,?,?,?,?,?)"
+)
+_CLASSES_DESC: Final = sorted(Priority, reverse=True)
+
+
+class StorageError(Exception):
+    """The outbox file cannot be written or read; `kind` says why."""
+
+    def __init__(self, kind: Kind, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind: Kind = kind
+
+
+def _kind(exc: sqlite3.Error) -> Kind:
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code == sqlite3.SQLITE_FULL:
+        return "full"
+    if code == sqlite3.SQLITE_READONLY:
+        return "readonly"
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return "corrupt"
+    return "io"
+
+
+def _row(msg: Outgoing) -> tuple[int, str, bytes, str, str, int, int]:
+    return (
+        int(msg.priority),
+        msg.topic,
+        msg.payload,
+        msg.msg_id,
+        msg.key,
+        msg.qos,
+        int(msg.retain),
+    )
+
+
+class Store:
+    """The SQLite file behind the outbox. Not thread-safe: one worker thread calls it."""
+
+    def __init__(self, path: Path, max_bytes: int, synchronous: str) -> None:
+        self.path = path
+        self.cap_pages = max(16, max_bytes // PAGE_SIZE)
+        self._sync = synchronous.upper()
+        self._db: sqlite3.Connection | None = None
+        self.count = 0
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the file is open."""
+        return self._db is not None
+
+    def open(self) -> None:
+        """Open (or create) the file; a corrupt one is moved aside and replaced."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            kind: Kind = "readonly" if exc.errno == errno.EROFS else "io"
+            raise StorageError(kind, f"cannot create {self.path.parent}: {exc.strerror}") from exc
+        try:
+            self._connect()
+        except StorageError as exc:
+            if exc.kind != "corrupt":
+                raise
+            aside = self._move_aside()
+            log.error(  # noqa: TRY400 - a traceback adds nothing a person can act on
+                "outbox_corrupt",
+                file=str(self.path),
+                moved_to=str(aside),
+                error=str(exc),
+                action="starting with an empty outbox",
+            )
+            self._connect()
+
+    def _connect(self) -> None:
+        try:
+            # check_same_thread off: opened here, then used by the outbox's one worker thread.
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StorageError(_kind(exc), str(exc)) from exc
+        try:
+            self._configure(db)
+        except sqlite3.Error as exc:
+            db.close()
+            raise StorageError(_kind(exc), str(exc)) from exc
+        except StorageError:
+            db.close()
+            raise
+        self._db = db
+
+    def _configure(self, db: sqlite3.Connection) -> None:
+        db.execute(f"PRAGMA page_size={PAGE_SIZE}")
+        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode != "wal":
+            raise StorageError("io", f"journal_mode WAL refused ({mode})")
+        check = db.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise StorageError("corrupt", f"quick_check: {check}")
+        db.execute(f"PRAGMA synchronous={self._sync}")
+        db.execute(f"PRAGMA max_page_count={self.cap_pages}")
+        wal_pages = max(16, min(1000, self.cap_pages // 4))
+        db.execute(f"PRAGMA wal_autocheckpoint={wal_pages}")
+        db.execute(f"PRAGMA journal_size_limit={wal_pages * PAGE_SIZE}")
+        db.executescript(_SCHEMA)
+        self.count = db.execute("SELECT count(*) FROM msg").fetchone()[0]
+
+    def _move_aside(self) -> Path:
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        self.path.replace(aside)
+        for suffix in ("-wal", "-shm"):
+            side = self.path.with_name(self.path.name + suffix)
+            with contextlib.suppress(FileNotFoundError):
+                side.replace(aside.with_name(aside.name + suffix))
+        return aside
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StorageError("io", "the outbox file is not open")
+        return self._db
+
+    def close(self) -> None:
+        """Close the file (a clean checkpoint folds the WAL back in)."""
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+
+    def file_bytes(self) -> int:
+        """Size of the main file in bytes."""
+        db = self._conn()
+        return int(db.execute("PRAGMA page_count").fetchone()[0]) * PAGE_SIZE
+
+    def insert(self, msgs: Sequence[Outgoing], pinned: frozenset[int]) -> list[Outgoing]:
+        """Store messages in one transaction; return those dropped to make room."""
+        db = self._conn()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(_INSERT, [_row(m) for m in msgs])
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback(db)
+            kind = _kind(exc)
+            if kind != "full" or not self._at_cap(msgs):
+                raise StorageError(kind, str(exc)) from exc
+            return self._insert_making_room(db, msgs, pinned)
+        self.count += len(msgs)
+        return []
+
+    def _rollback(self, db: sqlite3.Connection) -> None:
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+
+    def _at_cap(self, msgs: Sequence[Outgoing]) -> bool:
+        """Whether SQLITE_FULL came from our page cap, not from the disk or another limit."""
+        db = self._conn()
+        limit = int(db.execute("PRAGMA max_page_count").fetchone()[0])
+        if limit < self.cap_pages:
+            return False  # a lower limit than ours: the storage is full, not the outbox
+        pages = int(db.execute("PRAGMA page_count").fetchone()[0])
+        need = math.ceil(
+            sum(len(m.payload) + len(m.topic) + _ROW_OVERHEAD for m in msgs) * 2 / PAGE_SIZE
+        )
+        return pages + need + 2 >= limit
+
+    def _insert_making_room(
+        self, db: sqlite3.Connection, msgs: Sequence[Outgoing], pinned: frozenset[int]
+    ) -> list[Outgoing]:
+        dropped: list[Outgoing] = []
+        for msg in msgs:
+            while True:
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                    db.execute(_INSERT, _row(msg))
+                    db.execute("COMMIT")
+                    self.count += 1
+                    break
+                except sqlite3.Error as exc:
+                    self._rollback(db)
+                    if _kind(exc) != "full":
+                        raise StorageError(_kind(exc), str(exc)) from exc
+                victims = self._victims(db, msg, pinned)
+                if not victims:
+                    dropped.append(msg)  # everything stored outranks it (or is in flight)
+                    break
+                self._delete_rows(db, [seq for seq, _ in victims])
+                dropped += [m for _, m in victims]
+        return dropped
+
+    def _victims(
+        self, db: sqlite3.Connection, msg: Outgoing, pinned: frozenset[int]
+    ) -> list[tuple[int, Outgoing]]:
+        """The fewest rows, by the policy, whose bytes add up to the new message's.
+
+        Freed space is only reusable once whole pages empty, so the caller may come back
+        for more: dropping one row at a time never drops more than it must by much.
+        """
+        need = len(msg.payload) + len(msg.topic) + _ROW_OVERHEAD
+        rows = db.execute(
+            "SELECT seq, priority, topic, msg_id, key, qos, retain, length(payload) FROM msg "
+            "WHERE priority <= ? ORDER BY priority, seq LIMIT ?",
+            (int(msg.priority), _VICTIMS_PER_ROUND + len(pinned)),
+        ).fetchall()
+        out: list[tuple[int, Outgoing]] = []
+        freed = 0
+        for seq, p, topic, mid, key, qos, retain, size in rows:
+            if seq in pinned:
+                continue
+            out.append((seq, Outgoing(topic, b"", mid, key, Priority(p), qos, bool(retain))))
+            freed += size + len(topic) + _ROW_OVERHEAD
+            if freed >= need:
+                break
+        return out
+
+    def _delete_rows(self, db: sqlite3.Connection, seqs: Sequence[int]) -> None:
+        before = db.total_changes
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("DELETE FROM msg WHERE seq = ?", [(s,) for s in seqs])
+            deleted = db.total_changes - before
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback(db)
+            raise StorageError(_kind(exc), str(exc)) from exc
+        self.count = max(0, self.count - deleted)
+
+    def page(self, n: int, skip: Iterable[int]) -> list[tuple[int, Outgoing]]:
+        """The next `n` stored messages in replay order: class (highest first), then seq."""
+        db = self._conn()
+        skipped = set(skip)
+        out: list[tuple[int, Outgoing]] = []
+        try:
+            for p in _CLASSES_DESC:
+                rows = db.execute(
+                    "SELECT seq, topic, payload, msg_id, key, qos, retain FROM msg "
+                    "WHERE priority = ? ORDER BY seq LIMIT ?",
+                    (int(p), n - len(out) + len(skipped)),
+                ).fetchall()
+                for seq, topic, payload, mid, key, qos, retain in rows:
+                    if seq in skipped:
+                        continue
+                    out.append((seq, Outgoing(topic, payload, mid, key, p, qos, bool(retain))))
+                    if len(out) >= n:
+                        return out
+        except sqlite3.Error as exc:
+            raise StorageError(_kind(exc), str(exc)) from exc
+        return out
+
+    def delete(self, seqs: Sequence[int]) -> None:
+        """Remove acknowledged messages (one transaction)."""
+        if seqs:
+            self._delete_rows(self._conn(), seqs)

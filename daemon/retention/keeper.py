@@ -1,0 +1,557 @@
+"""Selective retention: raw rings, evidence windows around anomalies, compressed history.
+
+Every signal has a ring of its last `ring_seconds` at full resolution. A trigger freezes
+`[ts - pre, ts + post]` of the asset's rings into an evidence record on disk once the asset's
+event time (reading timestamps) passes `ts + post`. Normal periods go through deadband and
+swinging door into an in-memory history, sent upstream as digests. Evidence and history share
+`store_bytes`; evidence outranks history, oldest first within a class. Not thread-safe: call
+it from the event loop (or one worker) only.
+
+`ingest` is on the agent's hot path with small batches (often one sample per series), so it
+only appends each reading to its series' pending list, in one Python pass; the numpy work
+(ring write, deadband and door) runs per asset once a series holds `PENDING_SAMPLES`, and
+before anything reads the rings or the history: a trigger, a due evidence window, a digest,
+`close`. Observers therefore see the same rings, records and history as if every sample had
+been written at once. The pending lists are not in the byte budgets; they are bounded instead:
+between two calls every series holds fewer than `PENDING_SAMPLES` readings (references to the
+caller's `Reading` tuples, ~100 bytes each), and the series are bounded by `ring_bytes`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from operator import itemgetter
+from pathlib import Path
+from typing import NamedTuple
+
+import msgspec
+import numpy as np
+import structlog
+from numpy.typing import NDArray
+
+from edge_agent.core.logs import RateLimited
+from edge_agent.core.metrics import (
+    EVIDENCE_RECORDS,
+    READINGS_DROPPED,
+    RETENTION_BYTES,
+    RETENTION_EVICTIONS,
+)
+from edge_agent.core.readings import Outgoing, Priority, Reading, new_id
+from edge_agent.daemon.retention.compression import Compressor
+from edge_agent.daemon.retention.evidence import (
+    Evidence,
+    EvidenceError,
+    EvidenceNotFoundError,
+    EvidencePendingError,
+    EvidenceStore,
+    encode,
+)
+from edge_agent.daemon.retention.history import Block, HistoryStore, digest_payload
+from edge_agent.daemon.retention.ring import BYTES_PER_SAMPLE, SignalRing
+from edge_agent.daemon.retention.settings import RetentionSettings
+from edge_agent.daemon.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+F64 = NDArray[np.float64]
+U8 = NDArray[np.uint8]
+EvictionObserver = Callable[[str, str, str, float], None]  # class, key, reason, created
+_Part = tuple["_Series", F64, F64, U8]
+_READY_MAX = 256  # completed records waiting for take_evidence()
+# Readings a series buffers before its asset goes through the rings and the compressor: the
+# numpy work per flush costs about as much for 1 sample as for 100, so this sets the per-reading
+# cost of small batches (see bench_retention) against the memory held outside the budgets.
+PENDING_SAMPLES = 128
+_BY_TS = itemgetter(2)
+
+
+class Usage(NamedTuple):
+    """Bytes held, by class, as accounted."""
+
+    ring: int
+    history: int
+    evidence: int
+
+
+@dataclass(slots=True)
+class _Series:
+    asset: str
+    signal: str
+    ring: SignalRing
+    deviation: float | None  # absolute, from settings; None: percent of span
+    span: float | None  # from settings; None: learned from the range seen
+    lo: float = math.inf
+    hi: float = -math.inf
+    compressor: Compressor | None = None
+    last: float = -math.inf  # newest timestamp taken, pending or written
+    pending: list[Reading] = field(default_factory=list)  # taken, not yet written, in order
+
+
+@dataclass(slots=True)
+class _Pending:
+    id: str
+    asset: str
+    ts: float
+    reason: str
+    start: float
+    end: float
+    publish: bool
+
+
+class _Request(msgspec.Struct):
+    id: str
+    correlation: str | None = None
+
+
+class Retention:
+    """Rings, evidence and history of one agent, inside the budgets of `RetentionSettings`."""
+
+    def __init__(
+        self,
+        settings: RetentionSettings,
+        state_dir: Path,
+        *,
+        gateway: str = "",
+        clock: Callable[[], float] = time.time,
+        on_evict: EvictionObserver | None = None,
+    ) -> None:
+        self.settings = settings
+        self.gateway = gateway
+        self._clock = clock
+        self._on_evict = on_evict
+        # +1: T seconds at R Hz, both ends included, is T * R + 1 samples.
+        self._capacity = math.ceil(settings.ring_seconds * settings.ring_rate_hz) + 1
+        self._max_series = settings.ring_bytes // (self._capacity * BYTES_PER_SAMPLE)
+        self._series: dict[tuple[str, str], _Series] = {}
+        self._by_asset: dict[str, list[_Series]] = {}
+        self._ring_bytes = 0
+        self._pending: dict[str, _Pending] = {}
+        self._ready: deque[str] = deque()
+        self._limit = RateLimited(settings.log_interval_s)
+        self.evidence = EvidenceStore(state_dir / "evidence", settings.evidence_ttl_s, clock)
+        self.history = HistoryStore(settings.history_ttl_s, clock)
+        self._make_room(0)  # the budget may have shrunk since the last run
+        self._gauges()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, gateway: str) -> Retention:
+        """The agent's retention under `<state_dir>/evidence`."""
+        return cls(settings.retention, settings.agent.state_dir, gateway=gateway)
+
+    @property
+    def request_topic(self) -> str:
+        """Subscribe here and pass each payload to `handle_request`."""
+        return self.settings.request_topic.format(gateway=self.gateway)
+
+    @property
+    def response_topic(self) -> str:
+        """Where replies go (also carried by every reply's `Outgoing.topic`)."""
+        return self.settings.response_topic.format(gateway=self.gateway)
+
+    @property
+    def usage(self) -> Usage:
+        """Bytes held now, by accounting."""
+        return Usage(self._ring_bytes, self.history.nbytes, self.evidence.nbytes)
+
+    # --- intake -------------------------------------------------------------------------
+
+    def ingest(self, readings: Sequence[Reading]) -> None:
+        """Take a batch of readings (any assets, signals and order)."""
+        series_of = self._series.get
+        full: list[str] = []  # assets with a series at PENDING_SAMPLES
+        late: list[tuple[str, str]] = []  # series that got a reading not after their newest
+        no_ring: Counter[tuple[str, str]] = Counter()
+        for r in readings:
+            series = series_of((r[0], r[1]))
+            if series is None:
+                series = self._series_for(r[0], r[1])
+                if series is None:
+                    no_ring[r[0], r[1]] += 1
+                    continue
+            if r[2] > series.last:
+                series.last = r[2]
+                pending = series.pending
+                pending.append(r)
+                if len(pending) == PENDING_SAMPLES:
+                    full.append(series.asset)
+            else:
+                late.append((r[0], r[1]))
+        for (asset, signal), n in no_ring.items():
+            self._drop(n, "retention_no_ring", asset, signal)
+        if late:
+            full += self._reorder(readings, late)
+        due = [r.asset for r in self._pending.values() if self._event_time(r.asset) > r.end]
+        assets = dict.fromkeys(full + due)
+        for asset in assets:
+            self._flush_asset(asset)
+        if assets:
+            self._maintain()
+
+    def _reorder(self, readings: Sequence[Reading], late: list[tuple[str, str]]) -> list[str]:
+        """Redo the series that got readings out of order: in time order, strictly increasing.
+
+        Rare (a connector hands on readings out of order): the series' readings of this batch
+        are taken again from the batch, sorted (stable) and cut at the newest before it.
+        """
+        full: list[str] = []
+        for key, n_late in Counter(late).items():
+            series = self._series[key]
+            mine = [r for r in readings if (r[0], r[1]) == key]
+            taken = len(mine) - n_late  # the tail of `pending` this batch appended
+            if taken:
+                del series.pending[-taken:]
+            newest = series.pending[-1][2] if series.pending else series.ring.newest
+            dropped = 0
+            for r in sorted(mine, key=_BY_TS):
+                if r[2] > newest:  # also drops NaN
+                    series.pending.append(r)
+                    newest = r[2]
+                else:
+                    dropped += 1
+            series.last = newest
+            if dropped:
+                # The rings and the door need strictly increasing time per signal.
+                self._drop(dropped, "retention_not_increasing", *key)
+            if len(series.pending) >= PENDING_SAMPLES:
+                full.append(series.asset)
+        return full
+
+    def ingest_frame(
+        self,
+        asset: str,
+        signals: Sequence[str],
+        ts: F64,
+        values: F64,
+        quality: U8 | None = None,
+    ) -> None:
+        """Take a block of one asset: `ts` (T,), `values` and `quality` (T, len(signals))."""
+        if values.shape != (ts.size, len(signals)):
+            raise ValueError(f"values of shape {values.shape} do not match ts and signals")
+        if ts.size > 1 and not bool(np.all(np.diff(ts) > 0)):
+            order = np.argsort(ts, kind="stable")
+            ts, values = ts[order], values[order]
+            quality = None if quality is None else quality[order]
+        if quality is None:
+            quality = np.zeros(values.shape, dtype=np.uint8)
+        self._flush_asset(asset)  # what is pending came first
+        parts = [(s, ts, values[:, i], quality[:, i]) for i, s in enumerate(signals)]
+        clean = [p for p in (self._clean(asset, *part) for part in parts) if p is not None]
+        self._ingest_asset(asset, clean)
+        self._maintain()
+
+    def _flush_asset(self, asset: str) -> None:
+        """Write every pending reading of `asset` to its rings, evidence and history."""
+        parts: list[_Part] = []
+        for series in self._by_asset.get(asset, ()):
+            pending = series.pending
+            if not pending:
+                continue
+            series.pending = []
+            _, _, ts, values, quality = zip(*pending, strict=True)
+            parts.append(
+                (
+                    series,
+                    np.array(ts, dtype=np.float64),
+                    np.array(values, dtype=np.float64),
+                    np.array(quality, dtype=np.uint8),
+                )
+            )
+        self._ingest_asset(asset, parts)
+
+    def _flush_all(self) -> None:
+        for asset in [a for a, group in self._by_asset.items() if any(s.pending for s in group)]:
+            self._flush_asset(asset)
+
+    def _ingest_asset(self, asset: str, clean: list[_Part]) -> None:
+        """Write cleaned samples (strictly increasing per series) of one asset, in order."""
+        if not clean:
+            return
+        top = max(float(p[1][-1]) for p in clean)
+        # Write up to each pending record's end, freeze it, then go on: so a long block can
+        # never push a record's pre-trigger samples out of the ring before it freezes.
+        due = self._next_due(asset)
+        while clean and due < top:
+            rest: list[_Part] = []
+            for series, t, v, q in clean:
+                k = int(np.searchsorted(t, due, side="right"))
+                self._write(series, t[:k], v[:k], q[:k])
+                if k < t.size:
+                    rest.append((series, t[k:], v[k:], q[k:]))
+            for rec in [r for r in self._pending.values() if r.asset == asset and r.end <= due]:
+                self._freeze(rec, complete=True)
+            clean, due = rest, self._next_due(asset)
+        for series, t, v, q in clean:
+            self._write(series, t, v, q)
+
+    def _clean(self, asset: str, signal: str, t: F64, v: F64, q: U8) -> _Part | None:
+        """The samples a series can take: strictly after its newest, in a ring that fits."""
+        series = self._series_for(asset, signal)
+        if series is None:
+            self._drop(t.size, "retention_no_ring", asset, signal)
+            return None
+        keep = np.diff(t, prepend=series.last) > 0
+        if not bool(keep.all()):
+            # The rings and the door need strictly increasing time per signal.
+            self._drop(int(t.size - keep.sum()), "retention_not_increasing", asset, signal)
+            t, v, q = t[keep], v[keep], q[keep]
+        if not t.size:
+            return None
+        series.last = float(t[-1])
+        return series, t, v, q
+
+    def _event_time(self, asset: str) -> float:
+        """Newest reading time of the asset (taken, pending or written)."""
+        return max((s.last for s in self._by_asset.get(asset, ())), default=-math.inf)
+
+    def _next_due(self, asset: str) -> float:
+        return min((r.end for r in self._pending.values() if r.asset == asset), default=math.inf)
+
+    def _series_for(self, asset: str, signal: str) -> _Series | None:
+        series = self._series.get((asset, signal))
+        if series is not None or len(self._series) >= self._max_series:
+            return series
+        s = self.settings
+        deviation = s.deviations.get(f"{asset}/{signal}", s.deviations.get(signal))
+        span = s.spans.get(f"{asset}/{signal}", s.spans.get(signal))
+        series = _Series(asset, signal, SignalRing(self._capacity, s.ring_seconds), deviation, span)
+        self._series[(asset, signal)] = series
+        self._ring_bytes += series.ring.nbytes
+        self._by_asset.setdefault(asset, []).append(series)
+        return series
+
+    def _write(self, series: _Series, t: F64, v: F64, q: U8) -> None:
+        if t.size == 0:
+            return
+        lost = series.ring.write(t, v, q)
+        if lost:
+            RETENTION_EVICTIONS.labels("ring", "rate").inc(lost)
+            self._warn("retention_ring_overrun", series, lost=lost, rate=self.settings.ring_rate_hz)
+        good = (q == 0) & np.isfinite(v)  # history keeps GOOD values only
+        if not bool(good.all()):
+            t, v = t[good], v[good]
+        if t.size == 0:
+            return
+        deviation = series.deviation
+        if deviation is None:
+            span = series.span
+            if span is None:
+                series.lo = min(series.lo, float(v.min()))
+                series.hi = max(series.hi, float(v.max()))
+                span = series.hi - series.lo
+            deviation = self.settings.deviation_pct / 100 * span
+        comp = series.compressor
+        if comp is None:
+            s = self.settings
+            comp = series.compressor = Compressor(deviation, s.max_interval_s, s.exception_share)
+        elif deviation > comp.deviation:
+            comp.deviation = deviation
+        kept_t, kept_v = comp.feed(t, v)
+        if kept_t.size:
+            self._add_history(series, kept_t, kept_v, comp.deviation)
+
+    def _add_history(self, series: _Series, t: F64, v: F64, deviation: float) -> None:
+        self.history.append(series.asset, series.signal, t, v, deviation)
+        cap = min(self.settings.history_bytes, self.settings.store_bytes - self.evidence.nbytes)
+        while self.history.nbytes > cap:
+            block = self.history.pop_oldest()
+            assert block is not None
+            self._history_gone(block, "budget")
+
+    # --- evidence -----------------------------------------------------------------------
+
+    def trigger(self, asset: str, ts: float, reason: str, publish: bool = False) -> str:
+        """Start an evidence record around `ts`; return its id at once.
+
+        With `publish`, the finished record is also handed out by `take_evidence`.
+        """
+        s = self.settings
+        if len(self._pending) >= s.evidence_max_pending:
+            oldest = next(iter(self._pending.values()))
+            self._flush_asset(oldest.asset)  # which may complete it
+            if oldest.id in self._pending:
+                log.warning(
+                    "evidence_cut", id=oldest.id, asset=oldest.asset, pending=len(self._pending)
+                )
+                self._freeze(oldest, complete=False)
+        rec = _Pending(
+            new_id(), asset, ts, reason, ts - s.evidence_pre_s, ts + s.evidence_post_s, publish
+        )
+        self._pending[rec.id] = rec
+        if self._event_time(asset) > rec.end:
+            self._flush_asset(asset)  # freezes it when the window is among the pending readings
+            if rec.id in self._pending:
+                self._freeze(rec, complete=True)
+        self._gauges()
+        return rec.id
+
+    def get(self, evidence_id: str) -> Evidence:
+        """The record; EvidencePendingError while recording, EvidenceNotFoundError when gone."""
+        rec = self._pending.get(evidence_id)
+        if rec is not None:
+            raise EvidencePendingError(evidence_id, rec.asset, rec.end)
+        return self.evidence.get(evidence_id)
+
+    def _freeze(self, rec: _Pending, complete: bool) -> None:
+        del self._pending[rec.id]
+        signals = {
+            s.signal: s.ring.window(rec.start, rec.end) for s in self._by_asset.get(rec.asset, [])
+        }
+        created = self._clock()
+        ev = Evidence(
+            rec.id, rec.asset, rec.ts, rec.reason, rec.start, rec.end, created, complete, signals
+        )
+        image = encode(ev)
+        if len(image) > self.settings.store_bytes:
+            detail = f"{len(image)} bytes, over EDGE_RETENTION__STORE_BYTES"
+            self.evidence.forget(rec.id, "evicted", detail)
+            EVIDENCE_RECORDS.labels("refused").inc()
+            RETENTION_EVICTIONS.labels("evidence", "budget").inc()
+            log.error("evidence_refused", id=rec.id, asset=rec.asset, bytes=len(image))
+            self._notify("evidence", rec.id, "budget", created)
+            return
+        self._make_room(len(image))
+        try:
+            self.evidence.put(rec.id, image, created)
+        except EvidenceError as exc:
+            self.evidence.forget(rec.id, "lost", str(exc))
+            EVIDENCE_RECORDS.labels("failed").inc()
+            log.exception("evidence_write_failed", id=rec.id, error=str(exc))
+            return
+        EVIDENCE_RECORDS.labels("complete" if complete else "cut").inc()
+        if rec.publish:
+            if len(self._ready) >= _READY_MAX:
+                EVIDENCE_RECORDS.labels("publish_dropped").inc()
+                log.warning("evidence_publish_dropped", id=self._ready.popleft())
+            self._ready.append(rec.id)
+
+    def _make_room(self, nbytes: int) -> None:
+        """Evict until `nbytes` more fit: history first, then evidence, oldest first in each."""
+        limit = self.settings.store_bytes
+        while self.history.nbytes + self.evidence.nbytes + nbytes > limit:
+            block = self.history.pop_oldest()
+            if block is not None:
+                self._history_gone(block, "budget")
+                continue
+            oldest = self.evidence.oldest()
+            if oldest is None:
+                break
+            eid, created = oldest
+            self.evidence.remove(eid, "evicted", "EDGE_RETENTION__STORE_BYTES reached")
+            RETENTION_EVICTIONS.labels("evidence", "budget").inc()
+            self._notify("evidence", eid, "budget", created)
+
+    # --- output -------------------------------------------------------------------------
+
+    def handle_request(self, payload: bytes) -> Outgoing:
+        """Answer one request from `request_topic`: the record, or an error reply, never silence."""
+        try:
+            req = msgspec.json.decode(payload, type=_Request)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return self._reply({"status": "error", "error": "bad_request", "message": str(exc)})
+        head: dict[str, object] = {"id": req.id, "correlation": req.correlation}
+        try:
+            ev = self.get(req.id)
+        except EvidenceNotFoundError as exc:
+            return self._reply({**head, "status": "error", "error": exc.why, "message": str(exc)})
+        except EvidencePendingError as exc:
+            return self._reply({**head, "status": "error", "error": "pending", "message": str(exc)})
+        except EvidenceError as exc:
+            log.exception("evidence_unreadable", id=req.id, error=str(exc))
+            return self._reply(
+                {**head, "status": "error", "error": "unreadable", "message": str(exc)}
+            )
+        return self._reply({**head, "status": "ok", "evidence": ev.to_builtins()}, req.id)
+
+    def take_evidence(self) -> list[Outgoing]:
+        """Finished records triggered with `publish=True`, as messages for the outbox."""
+        out: list[Outgoing] = []
+        while self._ready:
+            eid = self._ready.popleft()
+            try:
+                ev = self.evidence.get(eid)
+            except EvidenceError as exc:
+                log.warning("evidence_gone_before_publish", id=eid, error=str(exc))
+                continue
+            body = {"id": eid, "correlation": None, "status": "ok", "evidence": ev.to_builtins()}
+            out.append(self._reply(body, eid)._replace(priority=Priority.RECOMMENDATION))
+        return out
+
+    def take_digests(self) -> list[Outgoing]:
+        """History retained since the last call, as DIGEST-priority messages per asset."""
+        self._flush_all()
+        self._maintain()
+        return [
+            Outgoing(
+                topic=self.settings.digest_topic.format(gateway=self.gateway, asset=asset),
+                payload=digest_payload(self.gateway, asset, blocks),
+                msg_id=new_id(),
+                key=f"digest/{asset}",
+                priority=Priority.DIGEST,
+            )
+            for asset, blocks in self.history.take_unsent(self.settings.digest_max_points)
+        ]
+
+    def close(self) -> None:
+        """Freeze pending records (incomplete) and retain every series' last points."""
+        self._flush_all()
+        for rec in list(self._pending.values()):
+            self._freeze(rec, complete=False)
+        for series in self._series.values():
+            if series.compressor is not None:
+                t, v = series.compressor.flush()
+                if t.size:
+                    self._add_history(series, t, v, series.compressor.deviation)
+        self._gauges()
+
+    def _reply(self, body: Mapping[str, object], evidence_id: str = "") -> Outgoing:
+        return Outgoing(
+            topic=self.response_topic,
+            payload=msgspec.json.encode(body),
+            msg_id=new_id(),
+            key=f"evidence/{evidence_id}" if evidence_id else "",
+            priority=Priority.STATUS,
+        )
+
+    # --- upkeep -------------------------------------------------------------------------
+
+    def _maintain(self) -> None:
+        for eid, created in self.evidence.expire():
+            self._notify("evidence", eid, "ttl", created)
+        for block in self.history.expired():
+            self._history_gone(block, "ttl")
+        self._gauges()
+
+    def _history_gone(self, block: Block, reason: str) -> None:
+        RETENTION_EVICTIONS.labels("history", reason).inc(block.ts.size)
+        if not block.sent:
+            self._warn_key(
+                "history_evicted_unsent", asset=block.asset, signal=block.signal, reason=reason
+            )
+        key = f"{block.asset}/{block.signal}@{block.ts[0]}"
+        self._notify("history", key, reason, block.created)
+
+    def _notify(self, cls: str, key: str, reason: str, created: float) -> None:
+        if self._on_evict is not None:
+            self._on_evict(cls, key, reason, created)
+
+    def _gauges(self) -> None:
+        usage = self.usage
+        RETENTION_BYTES.labels("ring").set(usage.ring)
+        RETENTION_BYTES.labels("history").set(usage.history)
+        RETENTION_BYTES.labels("evidence").set(usage.evidence)
+
+    def _drop(self, n: int, reason: str, asset: str, signal: str) -> None:
+        READINGS_DROPPED.labels(reason).inc(n)
+        self._warn_key(reason, asset=asset, signal=signal, dropped=n)
+
+    def _warn(self, event: str, series: _Series, **kw: object) -> None:
+        self._warn_key(event, asset=series.asset, signal=series.signal, **kw)
+
+    def _warn_key(self, event: str, **kw: object) -> None:
+        held = self._limit.allow(event)
+        if held is not None:
+            log.warning(event, suppressed=held, **kw)

@@ -1,0 +1,159 @@
+"""A small local HTTP endpoint: Prometheus text on /metrics and a JSON /health.
+
+Plain asyncio streams: two GET routes do not justify a web framework on a gateway. Every
+request is bounded (header bytes, read time) and so is the number of open connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self
+
+import msgspec
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from edge_agent.core import metrics
+from edge_agent.core.errors import ConfigError
+from edge_agent.core.logs import RateLimited
+from edge_agent.daemon.service.settings import ServiceSettings
+
+log = structlog.get_logger(__name__)
+
+MAX_HEADER_BYTES = 8192
+READ_TIMEOUT_S = 5.0
+_PATHS = ("/metrics", "/health")
+
+
+class Health(msgspec.Struct, frozen=True, kw_only=True):
+    """What /health reports; `ready` false answers 503 so container health checks fail."""
+
+    ready: bool
+    connected: dict[str, bool] = msgspec.field(default_factory=dict)
+    last_reading_age_s: float | None = None
+    outbox_depth: int = 0
+    outbox_store: str = "disk"  # or "memory (<why>)" while the outbox file cannot be written
+    backend: str | None = None
+    degraded: bool = False
+
+
+HealthSource = Callable[[], Health]
+
+
+def _not_ready() -> Health:
+    return Health(ready=False)
+
+
+class HttpEndpoint:
+    """Serve /metrics and /health on `service.http_host:http_port` while in the with-block."""
+
+    def __init__(self, service: ServiceSettings, health: HealthSource = _not_ready) -> None:
+        self._settings = service
+        self._health = health
+        self._server: asyncio.Server | None = None
+        self._open = 0
+        # Open connections, closed on exit so that no handler is left waiting for a request
+        # (a cancelled handler task makes asyncio log an error under Python 3.11).
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._limit = RateLimited(60.0)
+        self.port: int | None = None
+
+    async def __aenter__(self) -> Self:
+        if not self._settings.http_enabled:
+            log.info("metrics endpoint off (EDGE_SERVICE__HTTP_ENABLED=false)")
+            return self
+        try:
+            self._server = await asyncio.start_server(
+                self._serve,
+                self._settings.http_host,
+                self._settings.http_port,
+                limit=MAX_HEADER_BYTES,
+            )
+        except OSError as exc:
+            where = f"{self._settings.http_host}:{self._settings.http_port}"
+            raise ConfigError(
+                f"EDGE_SERVICE__HTTP_HOST/EDGE_SERVICE__HTTP_PORT={where}: cannot listen ({exc})"
+            ) from exc
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        log.info("metrics endpoint up", host=self._settings.http_host, port=self.port)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._server is None:
+            return
+        self._closing = True
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        if self._handlers:
+            await asyncio.wait(self._handlers, timeout=READ_TIMEOUT_S)
+        await self._server.wait_closed()
+        self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._open >= self._settings.http_max_connections:
+            self._count("other", 503, "too many connections")
+            writer.close()
+            return
+        self._open += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+        self._writers.add(writer)
+        try:
+            await self._answer(reader, writer)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            if not self._closing:
+                self._count("other", 400, "bad or slow request")
+        finally:
+            self._open -= 1
+            self._writers.discard(writer)
+            if task is not None:
+                self._handlers.discard(task)
+            writer.close()
+            with contextlib.suppress(OSError):  # the peer may be gone; nothing left to tell it
+                await writer.wait_closed()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async with asyncio.timeout(READ_TIMEOUT_S):
+            head = await reader.readuntil(b"\r\n\r\n")
+        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        parts = request_line.split()
+        method, target = (parts[0], parts[1]) if len(parts) == 3 else ("", "")
+        path = target.split("?", 1)[0]
+        if method not in ("GET", "HEAD"):
+            code, ctype, body = 405, "text/plain", b"only GET\n"
+        elif path == "/metrics":
+            code, ctype, body = 200, CONTENT_TYPE_LATEST, generate_latest(metrics.REGISTRY)
+        elif path == "/health":
+            health = self._health()
+            code = 200 if health.ready else 503
+            ctype, body = "application/json", msgspec.json.encode(health) + b"\n"
+        else:
+            code, ctype, body = 404, "text/plain", b"try /metrics or /health\n"
+        label = path if path in _PATHS else "other"
+        metrics.HTTP_REQUESTS.labels(path=label, code=str(code)).inc()
+        reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}.get(code, "Unavailable")
+        header = (
+            f"HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        writer.write(header if method == "HEAD" else header + body)
+        async with asyncio.timeout(READ_TIMEOUT_S):
+            await writer.drain()
+
+    def _count(self, path: str, code: int, why: str) -> None:
+        metrics.HTTP_REQUESTS.labels(path=path, code=str(code)).inc()
+        held = self._limit.allow(why)
+        if held is not None:
+            log.warning("metrics endpoint refused a request", reason=why, suppressed=held)

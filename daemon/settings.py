@@ -222,7 +222,8 @@ def render_env_file() -> str:
         model = info.annotation
         assert isinstance(model, type)
         assert issubclass(model, Section)
-        lines += ["", f"## {section}: {(model.__doc__ or '').strip()}"]
+        summary = (model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else ""
+        lines += ["", f"## {section}: {summary}"]
         for field, finfo in model.model_fields.items():
             default = finfo.get_default(call_default_factory=True)
             if isinstance(default, BaseModel | list | dict):

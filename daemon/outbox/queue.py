@@ -26,7 +26,7 @@ from edge_agent.daemon.outbox.settings import OutboxSettings
 from edge_agent.daemon.outbox.store import StorageError, Store
 
 if TYPE_CHECKING:
-    from edge_agent.connectors.uplink import MqttSink
+    from edge_agent.core.ports import Sink
 
 log = structlog.get_logger(__name__)
 
@@ -44,7 +44,7 @@ class Outbox(Protocol):
         """Store messages; once it returns they survive what the outbox promises."""
         ...
 
-    async def deliver(self, sink: MqttSink) -> None:
+    async def deliver(self, sink: Sink) -> None:
         """Publish in order until cancelled; remove a message only after its ack."""
         ...
 
@@ -134,7 +134,7 @@ def count_drop(msg: Outgoing, where: str, limited: RateLimited, why: str) -> Non
         )
 
 
-async def publish_batch(sink: MqttSink, batch: Sequence[Outgoing]) -> list[Outgoing]:
+async def publish_batch(sink: Sink, batch: Sequence[Outgoing]) -> list[Outgoing]:
     """Publish a batch concurrently (paho keeps their order); return those acknowledged.
 
     A message the broker refuses (MQTT 5 reason >= 0x80) will never be accepted: it
@@ -278,7 +278,7 @@ class SqliteOutbox:
                     return list(page)
         return [(None, m) for m in self._mem.head(n)]
 
-    async def deliver(self, sink: MqttSink) -> None:
+    async def deliver(self, sink: Sink) -> None:
         """Publish in replay order until cancelled; delete each only after its ack."""
         delay = _RETRY_MIN_S
         while True:

@@ -1,23 +1,18 @@
-"""MQTT in and out: one paho client driven from the running event loop, no paho thread.
+"""MQTT in and out: one paho client on the running event loop, no paho thread.
 
-paho's socket callbacks become `loop.add_reader/add_writer`; a task calls `loop_misc`
-for keep-alive; a task reconnects with a jittered, capped exponential delay and
-re-subscribes on every connect. Only the blocking TCP connect and TLS handshake run in
-the default executor.
+The socket is driven by the loop (mqtt_socket.py); a task reconnects with a jittered,
+capped exponential delay and re-subscribes on every connect. Only the blocking TCP connect
+and TLS handshake run in the default executor.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
-import socket
 import ssl
-import threading
 from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, Self, cast
+from typing import Any, Final, Literal, Self, cast
 
 import paho.mqtt.client as paho
 import structlog
@@ -26,25 +21,20 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edge_agent.connectors.mqtt_socket import LoopSocket
+from edge_agent.connectors.mqtt_tls import BrokerTls, connect_error, ssl_context
 from edge_agent.connectors.settings import MqttSettings
 from edge_agent.core import metrics
-from edge_agent.core.errors import ConfigError, ConnectorError
+from edge_agent.core.errors import ConnectorError
 from edge_agent.core.logs import RateLimited
 from edge_agent.core.readings import Outgoing
-
-if TYPE_CHECKING:
-    from types import TracebackType
 
 log = structlog.get_logger(__name__)
 
 OnMessage = Callable[[str, bytes], None]
 MSG_ID_PROPERTY: Final = "msg_id"  # MQTT 5 user property carrying Outgoing.msg_id
-_MISC_INTERVAL_S: Final = 1.0
 # QoS 0 messages handed to paho and not yet written (dead letters): beyond this, drop.
 _MAX_UNWRITTEN_QOS0: Final = 1000
-_QUICKACK: Final[int | None] = getattr(socket, "TCP_QUICKACK", None)  # Linux only
-# Packets read per readable event before the loop gets a turn (fairness vs. syscalls).
-_READ_BUDGET: Final = 64
 
 
 def _strip_share(topic_filter: str) -> str:
@@ -66,6 +56,9 @@ class MqttClient:
     waiting: paho re-sends the message (DUP) after the reconnect and the ack of the re-sent
     message completes it. It raises ConnectorError only when the client closes first, or
     when the broker refuses the message (MQTT 5 reason code >= 0x80).
+
+    `tls` is the section whose TLS fields apply (default: `settings`); errors name its
+    variables.
     """
 
     def __init__(
@@ -76,10 +69,10 @@ class MqttClient:
         name: str,
         will: Outgoing | None = None,
         online: Outgoing | None = None,
-        env_prefix: str = "EDGE_MQTT__",
+        tls: BrokerTls | None = None,
     ) -> None:
         self.settings = settings
-        self.env_prefix = env_prefix
+        self.tls = settings if tls is None else tls
         self.name = name
         self.connected = asyncio.Event()
         self._will = will
@@ -96,13 +89,13 @@ class MqttClient:
         self._subscribed.set()
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread = 0
-        self._sock: Any = None
         self._connecting = False
         self._closing = False
         self._ever_connected = False
         self._limited = RateLimited(10.0)
         self._client = self._make_client(client_id)
+        self._io = LoopSocket(self._client)
+        self._peer = {"client": name, "host": settings.host, "port": settings.port}
 
     # -- set-up -------------------------------------------------------------------------
     def _make_client(self, client_id: str) -> paho.Client:
@@ -117,8 +110,8 @@ class MqttClient:
         if s.username is not None:
             pw = s.password.get_secret_value() if s.password is not None else None
             c.username_pw_set(s.username, pw)
-        if s.tls_ca is not None:
-            c.tls_set_context(ssl_context(s, self.env_prefix))
+        if self.tls.tls_ca is not None:
+            c.tls_set_context(ssl_context(self.tls))
         if self._will is not None:
             w = self._will
             c.will_set(w.topic, w.payload, w.qos, w.retain, self._properties(w))
@@ -127,10 +120,6 @@ class MqttClient:
         c.on_message = self._on_message
         c.on_publish = self._on_publish
         c.on_subscribe = self._on_subscribe
-        c.on_socket_open = self._on_socket_open
-        c.on_socket_close = self._on_socket_close
-        c.on_socket_register_write = self._on_register_write
-        c.on_socket_unregister_write = self._on_unregister_write
         return c
 
     def _properties(self, msg: Outgoing) -> Properties | None:
@@ -142,19 +131,15 @@ class MqttClient:
 
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
+        self._io.attach()
+        misc = self._io.run_misc(lambda: self._connecting)
         self._tasks = [
             asyncio.create_task(self._connection(), name=f"mqtt-{self.name}-connection"),
-            asyncio.create_task(self._misc(), name=f"mqtt-{self.name}-misc"),
+            asyncio.create_task(misc, name=f"mqtt-{self.name}-misc"),
         ]
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         """Stop cleanly; the CancelledError of our own tasks is absorbed, nothing else is."""
         self._closing = True
         self._closed.set()
@@ -174,11 +159,11 @@ class MqttClient:
                     log.debug(
                         "mqtt_connect_abandoned", client=self.name, error=str(fut.exception())
                     )
-            if self._sock is not None:
+            if self._io.sock is not None:
                 # Write DISCONNECT now: a clean MQTT disconnect is what suppresses the Will.
                 self._client.disconnect()
                 self._client.loop_write()
-            self._drop_socket()
+            self._io.drop()
             self.connected.clear()
             for fut in self._pending.values():
                 if not fut.done():
@@ -236,128 +221,22 @@ class MqttClient:
             raise OSError(f"paho connect: {paho.error_string(rc)}")
 
     def _log_connect_error(self, exc: BaseException) -> None:
-        s = self.settings
-        if isinstance(exc, ssl.SSLCertVerificationError):
-            what = (
-                f"TLS: the broker's certificate is not trusted by {self.env_prefix}TLS_CA "
-                f"({exc.verify_message})"
-            )
-        elif isinstance(exc, ssl.SSLError):
-            what = f"TLS handshake failed ({exc.reason or exc})"
-        else:
-            what = str(exc) or type(exc).__name__
         held = self._limited.allow("connect")
         if held is not None:
-            log.warning(
-                "mqtt_connect_failed",
-                client=self.name,
-                host=s.host,
-                port=s.port,
-                error=what,
-                held_back=held,
-            )
+            error = connect_error(exc, self.tls)
+            log.warning("mqtt_connect_failed", **self._peer, error=error, held_back=held)
 
-    # -- paho callbacks (on the loop thread, except socket-open during connect) ----------
-    def _in_loop(self, fn: Callable[..., None], *args: object) -> None:
-        loop = self._loop
-        assert loop is not None
-        if threading.get_ident() == self._loop_thread:
-            fn(*args)
-        else:
-            loop.call_soon_threadsafe(fn, *args)
-
-    def _on_socket_open(self, _c: paho.Client, _u: object, sock: Any) -> None:
-        self._in_loop(self._add_socket, sock)
-
-    def _add_socket(self, sock: Any) -> None:
-        assert self._loop is not None
-        self._sock = sock
-        # paho leaves Nagle on: the last publish of a burst would wait for the broker's ACK.
-        with contextlib.suppress(OSError, AttributeError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._loop.add_reader(sock, self._on_readable)
-
-    def _on_socket_close(self, _c: paho.Client, _u: object, sock: Any) -> None:
-        self._in_loop(self._remove_socket, sock)
-
-    def _remove_socket(self, sock: Any) -> None:
-        assert self._loop is not None
-        self._loop.remove_reader(sock)
-        self._loop.remove_writer(sock)
-        if self._sock is sock:
-            self._sock = None
-
-    def _drop_socket(self) -> None:
-        if self._sock is not None:
-            self._remove_socket(self._sock)
-
-    def _on_register_write(self, _c: paho.Client, _u: object, sock: Any) -> None:
-        self._in_loop(self._add_writer, sock)
-
-    def _add_writer(self, sock: Any) -> None:
-        assert self._loop is not None
-        if sock.fileno() >= 0:
-            self._loop.add_writer(sock, self._client.loop_write)
-
-    def _on_unregister_write(self, _c: paho.Client, _u: object, sock: Any) -> None:
-        self._in_loop(self._remove_writer, sock)
-
-    def _remove_writer(self, sock: Any) -> None:
-        assert self._loop is not None
-        if sock.fileno() >= 0:
-            self._loop.remove_writer(sock)
-
-    def _on_readable(self) -> None:
-        sock = self._sock
-        self._drain(sock)
-        if _QUICKACK is not None and sock is self._sock and sock is not None:
-            # Brokers with Nagle on (mosquitto's default) hold the next PUBACKs until we ACK
-            # the last at TCP level, and Linux delays that ACK up to 40 ms while we have
-            # nothing to send: publish+ack of the outbox measured ~2k msg/s without this,
-            # 5-9k with it. Quick-ack mode lapses, so it is set again after every read.
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-
-    def _drain(self, sock: Any) -> None:
-        client = self._client
-        for _ in range(_READ_BUDGET):
-            if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or sock is not self._sock:
-                return
-            # paho reads one packet per call; peek so that a burst costs one loop turn.
-            if isinstance(sock, ssl.SSLSocket):
-                if sock.pending() == 0:
-                    return
-                continue
-            try:
-                if not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
-                    return
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return  # the next loop_read reports it and paho closes the connection
-
+    # -- paho's protocol callbacks (on the loop thread) --------------------------------
     def _on_connect(
-        self,
-        _c: paho.Client,
-        _u: object,
-        _flags: object,
-        reason: ReasonCode,
-        _props: Properties | None,
+        self, _c: paho.Client, _u: object, _f: object, reason: ReasonCode, _p: object
     ) -> None:
-        s = self.settings
         if reason.is_failure:
-            log.error(
-                "mqtt_connect_refused",
-                client=self.name,
-                host=s.host,
-                port=s.port,
-                reason=str(reason),
-            )
+            log.error("mqtt_connect_refused", **self._peer, reason=str(reason))
             return
         if self._ever_connected:
             metrics.RECONNECTS.labels(self.name).inc()
         self._ever_connected = True
-        log.info("mqtt_connected", client=self.name, host=s.host, port=s.port)
+        log.info("mqtt_connected", **self._peer)
         self._unacked_subs.clear()
         for topic_filter, (qos, _) in self._subs.items():
             self._send_subscribe(topic_filter, qos)
@@ -367,26 +246,14 @@ class MqttClient:
         self.connected.set()
 
     def _on_disconnect(
-        self,
-        _c: paho.Client,
-        _u: object,
-        _flags: object,
-        reason: ReasonCode,
-        _props: Properties | None,
+        self, _c: paho.Client, _u: object, _f: object, reason: ReasonCode, _p: object
     ) -> None:
         was = self.connected.is_set()
         self.connected.clear()
         self._unwritten_qos0.clear()  # paho drops unwritten QoS 0 packets on reconnect
         self._lost.set()
         if was and not self._closing:
-            s = self.settings
-            log.warning(
-                "mqtt_disconnected",
-                client=self.name,
-                host=s.host,
-                port=s.port,
-                reason=str(reason),
-            )
+            log.warning("mqtt_disconnected", **self._peer, reason=str(reason))
 
     def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
         subs = self._subs
@@ -422,12 +289,6 @@ class MqttClient:
             )
         else:
             fut.set_result(None)
-
-    async def _misc(self) -> None:
-        while True:
-            await asyncio.sleep(_MISC_INTERVAL_S)
-            if not self._connecting and self._sock is not None:
-                self._client.loop_misc()
 
     # -- public -------------------------------------------------------------------------
     def subscribe(self, topic_filter: str, qos: int, on_message: OnMessage) -> None:
@@ -499,47 +360,3 @@ class MqttClient:
             return False
         self._unwritten_qos0.add(info.mid)
         return True
-
-
-def ssl_context(settings: MqttSettings, env_prefix: str = "EDGE_MQTT__") -> ssl.SSLContext:
-    """Build the TLS context: the CA that signs the broker, optionally our certificate.
-
-    Errors name the setting, never the key's path or passphrase (they end up in logs).
-    """
-    assert settings.tls_ca is not None
-    try:
-        ctx = ssl.create_default_context(cafile=str(settings.tls_ca))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            f"{env_prefix}TLS_CA={settings.tls_ca}: cannot load the CA certificate ({exc})"
-        ) from None
-    if settings.tls_cert is None:
-        if settings.tls_key is not None:
-            raise ConfigError(f"{env_prefix}TLS_KEY is set but {env_prefix}TLS_CERT is not")
-        return ctx
-    if settings.tls_key is None:
-        raise ConfigError(f"{env_prefix}TLS_CERT is set but {env_prefix}TLS_KEY is not")
-    key = credential_path(settings.tls_key)
-    pw = settings.tls_key_password
-    try:
-        ctx.load_cert_chain(
-            str(settings.tls_cert), str(key), pw.get_secret_value() if pw is not None else None
-        )
-    except FileNotFoundError as exc:
-        which = "TLS_CERT" if exc.filename == str(settings.tls_cert) else "TLS_KEY"
-        raise ConfigError(f"{env_prefix}{which}: file not found") from None
-    except (OSError, ssl.SSLError):
-        raise ConfigError(
-            f"{env_prefix}TLS_KEY/{env_prefix}TLS_CERT: cannot load the client certificate "
-            f"and key (wrong {env_prefix}TLS_KEY_PASSWORD, or a key that does not match "
-            "the certificate)"
-        ) from None
-    return ctx
-
-
-def credential_path(path: Path) -> Path:
-    """Resolve a relative key name in systemd's $CREDENTIALS_DIRECTORY when it is there."""
-    creds = os.environ.get("CREDENTIALS_DIRECTORY")
-    if not path.is_absolute() and creds and (Path(creds) / path).is_file():
-        return Path(creds) / path
-    return path

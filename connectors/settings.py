@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr, model_validator
 
@@ -12,6 +12,8 @@ from edge_agent.core.settings import Section, TlsSection
 
 class MqttSettings(TlsSection):
     """The broker the sensors publish to."""
+
+    env: ClassVar[str] = "EDGE_MQTT__"  # what errors about this section name
 
     host: str = Field("127.0.0.1", description="Broker host name or address.")
     port: int = Field(1883, ge=1, le=65535, description="Broker TCP port.")
@@ -89,6 +91,8 @@ class UplinkSettings(TlsSection):
     With `host` empty the uplink is the sensor broker, and an empty `tls_ca` means
     EDGE_MQTT__TLS_CA; the client key is looked up in $CREDENTIALS_DIRECTORY first.
     """
+
+    env: ClassVar[str] = "EDGE_UPLINK__"  # what errors about this section name
 
     host: str = Field("", description="Upstream broker host; empty means the same as EDGE_MQTT.")
     port: int = Field(0, ge=0, le=65535, description="Upstream port; 0 means EDGE_MQTT__PORT.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from edge_agent.connectors.mqtt import MqttClient
+from edge_agent.connectors.mqtt_tls import BrokerTls
 from edge_agent.connectors.settings import MqttSettings
 from edge_agent.core import metrics
 from edge_agent.core.readings import Outgoing, Priority, new_id
@@ -12,7 +13,7 @@ from edge_agent.daemon.settings import Settings
 
 
 def uplink_mqtt_settings(settings: Settings) -> MqttSettings:
-    """The uplink's MqttSettings: EDGE_MQTT with EDGE_UPLINK's host, port, session, TLS."""
+    """The uplink's MqttSettings: EDGE_MQTT with EDGE_UPLINK's host, port and session."""
     up = settings.uplink
     changes: dict[str, object] = {
         "protocol": up.protocol,
@@ -21,18 +22,18 @@ def uplink_mqtt_settings(settings: Settings) -> MqttSettings:
     }
     if up.host:
         changes["host"] = up.host
-    if up.host or up.tls_ca is not None:
-        # Another broker (or TLS of its own): the uplink's TLS settings, never the sensor
-        # broker's.
-        changes.update(
-            tls_ca=up.tls_ca,
-            tls_cert=up.tls_cert,
-            tls_key=up.tls_key,
-            tls_key_password=up.tls_key_password,
-        )
     if up.port:
         changes["port"] = up.port
     return settings.mqtt.model_copy(update=changes)
+
+
+def uplink_tls(settings: Settings) -> BrokerTls:
+    """The section whose TLS fields the uplink uses.
+
+    Another broker (or TLS of its own): the uplink's, never the sensor broker's.
+    """
+    up = settings.uplink
+    return up if up.host or up.tls_ca is not None else settings.mqtt
 
 
 def uplink_prefix(settings: Settings, gateway_id: str) -> str:
@@ -60,12 +61,12 @@ def uplink_client(settings: Settings, gateway_id: str) -> MqttClient:
         name="uplink",
         will=will,
         online=online,
-        env_prefix="EDGE_UPLINK__" if settings.uplink.tls_ca is not None else "EDGE_MQTT__",
+        tls=uplink_tls(settings),
     )
 
 
 class MqttSink:
-    """Publishes outgoing messages over an MqttClient (the uplink)."""
+    """Publishes outgoing messages over an MqttClient (the uplink); a `Sink`."""
 
     def __init__(self, client: MqttClient) -> None:
         self._client = client

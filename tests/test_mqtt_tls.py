@@ -13,8 +13,10 @@ from structlog.testing import capture_logs
 
 from edge_agent.connectors.mqtt import MqttClient
 from edge_agent.connectors.settings import MqttSettings
+from edge_agent.connectors.uplink import uplink_client
 from edge_agent.core.errors import ConfigError
 from edge_agent.core.readings import Outgoing, new_id
+from edge_agent.daemon.settings import Settings
 from edge_agent.simulator.broker import Broker
 from tests.pki import certificate, ec_key, write_cert, write_key
 
@@ -124,3 +126,27 @@ def test_wrong_passphrase_names_the_setting_not_the_secret(pki: Path) -> None:
         assert "client.key" not in text
     finally:
         broker.close()
+
+
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        ({"mqtt": {"tls_ca": "missing.pem"}}, "EDGE_MQTT__TLS_CA"),  # the uplink shares it
+        ({"uplink": {"tls_ca": "missing.pem"}}, "EDGE_UPLINK__TLS_CA"),
+        ({"mqtt": {"tls_ca": "m.pem"}, "uplink": {"tls_ca": "u.pem"}}, "EDGE_UPLINK__TLS_CA"),
+    ],
+)
+def test_uplink_tls_errors_name_the_section_whose_tls_it_uses(
+    tmp_path: Path, given: dict[str, dict[str, str]], named: str
+) -> None:
+    settings = Settings.model_validate(
+        {k: {f: str(tmp_path / v) for f, v in fields.items()} for k, fields in given.items()}
+    )
+    with pytest.raises(ConfigError, match=f"^{named}="):
+        uplink_client(settings, "gw")
+
+
+def test_sections_know_their_variable_names() -> None:
+    for name in ("mqtt", "uplink"):
+        section = Settings.model_fields[name].annotation
+        assert getattr(section, "env", None) == f"EDGE_{name.upper()}__"

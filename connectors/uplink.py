@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 from edge_agent.connectors.mqtt import MqttClient
 from edge_agent.connectors.mqtt_tls import BrokerTls
-from edge_agent.connectors.settings import MqttSettings
+from edge_agent.connectors.settings import MqttSettings, UplinkSettings
 from edge_agent.core import metrics
 from edge_agent.core.readings import Outgoing, Priority, new_id
-from edge_agent.daemon.settings import Settings
 
 
-def uplink_mqtt_settings(settings: Settings) -> MqttSettings:
+class UplinkSections(Protocol):
+    """The sections the uplink reads: the sensor broker's (its defaults) and its own."""
+
+    @property
+    def mqtt(self) -> MqttSettings:
+        """EDGE_MQTT: the sensor broker."""
+        ...
+
+    @property
+    def uplink(self) -> UplinkSettings:
+        """EDGE_UPLINK: what differs upstream."""
+        ...
+
+
+def uplink_mqtt_settings(sections: UplinkSections) -> MqttSettings:
     """The uplink's MqttSettings: EDGE_MQTT with EDGE_UPLINK's host, port and session."""
-    up = settings.uplink
+    up = sections.uplink
     changes: dict[str, object] = {
         "protocol": up.protocol,
         "session_expiry_s": up.session_expiry_s,
@@ -24,44 +38,44 @@ def uplink_mqtt_settings(settings: Settings) -> MqttSettings:
         changes["host"] = up.host
     if up.port:
         changes["port"] = up.port
-    return settings.mqtt.model_copy(update=changes)
+    return sections.mqtt.model_copy(update=changes)
 
 
-def uplink_tls(settings: Settings) -> BrokerTls:
+def uplink_tls(sections: UplinkSections) -> BrokerTls:
     """The section whose TLS fields the uplink uses.
 
     Another broker (or TLS of its own): the uplink's, never the sensor broker's.
     """
-    up = settings.uplink
-    return up if up.host or up.tls_ca is not None else settings.mqtt
+    up = sections.uplink
+    return up if up.host or up.tls_ca is not None else sections.mqtt
 
 
-def uplink_prefix(settings: Settings, gateway_id: str) -> str:
+def uplink_prefix(uplink: UplinkSettings, gateway_id: str) -> str:
     """EDGE_UPLINK__TOPIC_PREFIX with the gateway filled in."""
-    return settings.uplink.topic_prefix.replace("{gateway}", gateway_id)
+    return uplink.topic_prefix.replace("{gateway}", gateway_id)
 
 
-def status_topic(settings: Settings, gateway_id: str) -> str:
+def status_topic(sections: UplinkSections, gateway_id: str) -> str:
     """The retained status topic: `<uplink prefix>/status`."""
-    return f"{uplink_prefix(settings, gateway_id)}/status"
+    return f"{uplink_prefix(sections.uplink, gateway_id)}/status"
 
 
-def uplink_client(settings: Settings, gateway_id: str) -> MqttClient:
+def uplink_client(sections: UplinkSections, gateway_id: str) -> MqttClient:
     """The uplink client: retained `online` on every connect, Will and clean stop `offline`."""
-    topic = status_topic(settings, gateway_id)
+    topic = status_topic(sections, gateway_id)
     will = Outgoing(
         topic, b"offline", new_id(), key=gateway_id, priority=Priority.STATUS, qos=1, retain=True
     )
     online = will._replace(payload=b"online", msg_id=new_id())
     # Its own client id: sharing the sensor client's would make the broker kick one out.
-    client_id = f"{settings.mqtt.client_id or f'edge-agent-{gateway_id}'}-uplink"
+    client_id = f"{sections.mqtt.client_id or f'edge-agent-{gateway_id}'}-uplink"
     return MqttClient(
-        uplink_mqtt_settings(settings),
+        uplink_mqtt_settings(sections),
         client_id=client_id,
         name="uplink",
         will=will,
         online=online,
-        tls=uplink_tls(settings),
+        tls=uplink_tls(sections),
     )
 
 

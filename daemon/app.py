@@ -57,7 +57,7 @@ def gateway_id(settings: Settings) -> str:
 
 def topic_prefix(settings: Settings) -> str:
     """The uplink topic prefix with the gateway filled in."""
-    return uplink_prefix(settings, gateway_id(settings))
+    return uplink_prefix(settings.uplink, gateway_id(settings))
 
 
 def build_scorer_and_advisor(settings: Settings) -> tuple[Scorer, Advisor]:

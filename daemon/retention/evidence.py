@@ -91,16 +91,9 @@ class Evidence(NamedTuple):
         }
 
 
-class _Header(msgspec.Struct, array_like=True):
-    id: str
-    asset: str
-    ts: float
-    reason: str
-    start: float
-    end: float
-    created: float
-    complete: bool
-    signals: list[tuple[str, int]]  # name, sample count
+# A record's header on disk is an array: Evidence's fields in order, with `signals` given as
+# (name, sample count) pairs; the samples follow the header in that order.
+_Header = tuple[str, str, float, str, float, float, float, bool, list[tuple[str, int]]]
 
 
 class _Entry(NamedTuple):
@@ -115,19 +108,8 @@ _header_decoder = msgspec.msgpack.Decoder(_Header)
 
 def encode(ev: Evidence) -> bytes:
     """The file image of one record."""
-    header = _header_encoder.encode(
-        _Header(
-            ev.id,
-            ev.asset,
-            ev.ts,
-            ev.reason,
-            ev.start,
-            ev.end,
-            ev.created,
-            ev.complete,
-            [(name, int(s.ts.size)) for name, s in ev.signals.items()],
-        )
-    )
+    counts = [(name, int(s.ts.size)) for name, s in ev.signals.items()]
+    header = _header_encoder.encode((*ev[:-1], counts))
     parts = [len(header).to_bytes(_LEN, "big"), header]
     for s in ev.signals.values():
         parts += [
@@ -140,10 +122,10 @@ def encode(ev: Evidence) -> bytes:
 
 def decode(data: bytes) -> Evidence:
     """Parse one file image; raises ValueError or msgspec.DecodeError when damaged."""
-    h, body = _parse_header(data)
+    head, counts, body = _parse_header(data)
     signals: dict[str, Samples] = {}
     at = body
-    for name, n in h.signals:
+    for name, n in counts:
         ts = np.frombuffer(data, "<f8", n, at).astype(np.float64)
         values = np.frombuffer(data, "<f8", n, at + 8 * n).astype(np.float64)
         quality = np.frombuffer(data, "u1", n, at + 16 * n).astype(np.uint8)
@@ -151,14 +133,16 @@ def decode(data: bytes) -> Evidence:
         at += 17 * n
     if at != len(data):
         raise ValueError(f"{len(data) - at} bytes left over after the last signal")
-    return Evidence(h.id, h.asset, h.ts, h.reason, h.start, h.end, h.created, h.complete, signals)
+    return head._replace(signals=signals)
 
 
-def _parse_header(data: bytes) -> tuple[_Header, int]:
+def _parse_header(data: bytes) -> tuple[Evidence, list[tuple[str, int]], int]:
+    """The record without samples, its signals' sample counts, and where the samples start."""
     if len(data) < _LEN:
         raise ValueError("shorter than its length prefix")
     size = int.from_bytes(data[:_LEN], "big")
-    return _header_decoder.decode(data[_LEN : _LEN + size]), _LEN + size
+    h = _header_decoder.decode(data[_LEN : _LEN + size])
+    return Evidence(*h[:-1], signals={}), h[-1], _LEN + size
 
 
 class EvidenceStore:
@@ -194,7 +178,7 @@ class EvidenceStore:
                 with path.open("rb") as f:
                     head = f.read(_LEN)
                     head += f.read(int.from_bytes(head, "big") if len(head) == _LEN else 0)
-                h, _ = _parse_header(head)
+                h, _, _ = _parse_header(head)
                 size = path.stat().st_size
             except (OSError, ValueError, msgspec.DecodeError) as exc:
                 log.exception("evidence_unreadable_skipped", path=str(path), error=str(exc))

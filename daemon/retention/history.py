@@ -1,7 +1,8 @@
 """Compressed history kept in memory, oldest block first, until the budget or TTL takes it.
 
 A block is the points one series retained in one ingest call. Blocks not yet sent upstream
-are packed into digests; sent blocks stay for local reading until evicted or expired.
+are packed into digests (see `messages`); sent blocks stay for local reading until evicted or
+expired.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
@@ -99,16 +99,3 @@ class HistoryStore:
             open_group[block.asset] = (blocks, points + block.ts.size)
         groups += [(asset, blocks) for asset, (blocks, _) in open_group.items()]
         return groups
-
-
-def digest_payload(gateway: str, asset: str, blocks: list[Block]) -> bytes:
-    """JSON digest of one asset: per signal, its bound and retained points in time order."""
-    signals: dict[str, dict[str, object]] = {}
-    for name in dict.fromkeys(b.signal for b in blocks):
-        mine = [b for b in blocks if b.signal == name]
-        signals[name] = {
-            "deviation": max(b.deviation for b in mine),
-            "ts": np.concatenate([b.ts for b in mine]).tolist(),
-            "value": np.concatenate([b.values for b in mine]).tolist(),
-        }
-    return msgspec.json.encode({"gateway": gateway, "asset": asset, "signals": signals})

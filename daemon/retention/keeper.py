@@ -8,13 +8,15 @@ swinging door into an in-memory history, sent upstream as digests. Evidence and 
 it from the event loop (or one worker) only.
 
 `ingest` is on the agent's hot path with small batches (often one sample per series), so it
-only appends each reading to its series' pending list, in one Python pass; the numpy work
-(ring write, deadband and door) runs per asset once a series holds `PENDING_SAMPLES`, and
+only appends each reading to its series' unwritten list, in one Python pass; the numpy work
+(ring write, deadband and door) runs per asset once a series holds `FLUSH_SAMPLES`, and
 before anything reads the rings or the history: a trigger, a due evidence window, a digest,
 `close`. Observers therefore see the same rings, records and history as if every sample had
-been written at once. The pending lists are not in the byte budgets; they are bounded instead:
-between two calls every series holds fewer than `PENDING_SAMPLES` readings (references to the
-caller's `Reading` tuples, ~100 bytes each), and the series are bounded by `ring_bytes`.
+been written at once. The unwritten lists are not in the byte budgets; they are bounded
+instead: between two calls every series holds fewer than `FLUSH_SAMPLES` readings (references
+to the caller's `Reading` tuples, ~100 bytes each), and the series are bounded by `ring_bytes`.
+"Pending" means one thing here: an evidence record still recording its post-trigger window.
+Wire formats (requests, replies, digests) live in `messages`.
 """
 
 from __future__ import annotations
@@ -22,13 +24,10 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from operator import itemgetter
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
-import msgspec
 import numpy as np
 import structlog
 from numpy.typing import NDArray
@@ -41,32 +40,30 @@ from edge_agent.core.metrics import (
     RETENTION_EVICTIONS,
 )
 from edge_agent.core.readings import Outgoing, Priority, Reading, new_id
-from edge_agent.daemon.retention.compression import Compressor
 from edge_agent.daemon.retention.evidence import (
     Evidence,
     EvidenceError,
-    EvidenceNotFoundError,
     EvidencePendingError,
     EvidenceStore,
     encode,
 )
-from edge_agent.daemon.retention.history import Block, HistoryStore, digest_payload
-from edge_agent.daemon.retention.ring import BYTES_PER_SAMPLE, SignalRing
+from edge_agent.daemon.retention.history import Block, HistoryStore
+from edge_agent.daemon.retention.messages import Messages
+from edge_agent.daemon.retention.series import Series, SeriesTable
 from edge_agent.daemon.retention.settings import RetentionSettings
-from edge_agent.daemon.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 F64 = NDArray[np.float64]
 U8 = NDArray[np.uint8]
 EvictionObserver = Callable[[str, str, str, float], None]  # class, key, reason, created
-_Part = tuple["_Series", F64, F64, U8]
+_Part = tuple[Series, F64, F64, U8]
 _READY_MAX = 256  # completed records waiting for take_evidence()
-# Readings a series buffers before its asset goes through the rings and the compressor: the
-# numpy work per flush costs about as much for 1 sample as for 100, so this sets the per-reading
-# cost of small batches (see bench_retention) against the memory held outside the budgets.
-PENDING_SAMPLES = 128
-_BY_TS = itemgetter(2)
+# Readings a series holds unwritten before its asset goes through the rings and the compressor:
+# the numpy work per flush costs about as much for 1 sample as for 100, so this sets the
+# per-reading cost of small batches (see bench_retention) against the memory held outside the
+# budgets.
+FLUSH_SAMPLES = 128
 
 
 class Usage(NamedTuple):
@@ -77,34 +74,19 @@ class Usage(NamedTuple):
     evidence: int
 
 
-@dataclass(slots=True)
-class _Series:
-    asset: str
-    signal: str
-    ring: SignalRing
-    deviation: float | None  # absolute, from settings; None: percent of span
-    span: float | None  # from settings; None: learned from the range seen
-    lo: float = math.inf
-    hi: float = -math.inf
-    compressor: Compressor | None = None
-    last: float = -math.inf  # newest timestamp taken, pending or written
-    pending: list[Reading] = field(default_factory=list)  # taken, not yet written, in order
+class _AgentSection(Protocol):
+    @property
+    def state_dir(self) -> Path: ...
 
 
-@dataclass(slots=True)
-class _Pending:
-    id: str
-    asset: str
-    ts: float
-    reason: str
-    start: float
-    end: float
-    publish: bool
+class _Sections(Protocol):
+    """The sections of the agent's settings that retention reads."""
 
+    @property
+    def retention(self) -> RetentionSettings: ...
 
-class _Request(msgspec.Struct):
-    id: str
-    correlation: str | None = None
+    @property
+    def agent(self) -> _AgentSection: ...
 
 
 class Retention:
@@ -123,14 +105,13 @@ class Retention:
         self.gateway = gateway
         self._clock = clock
         self._on_evict = on_evict
-        # +1: T seconds at R Hz, both ends included, is T * R + 1 samples.
-        self._capacity = math.ceil(settings.ring_seconds * settings.ring_rate_hz) + 1
-        self._max_series = settings.ring_bytes // (self._capacity * BYTES_PER_SAMPLE)
-        self._series: dict[tuple[str, str], _Series] = {}
-        self._by_asset: dict[str, list[_Series]] = {}
-        self._ring_bytes = 0
-        self._pending: dict[str, _Pending] = {}
+        self._series = SeriesTable(settings)
+        # Records still recording their post-trigger window, oldest first: everything but
+        # `created`, `complete` and `signals`, which are filled in when they freeze.
+        self._pending: dict[str, Evidence] = {}
+        self._publish: set[str] = set()  # pending ids to hand out once frozen
         self._ready: deque[str] = deque()
+        self._messages = Messages(settings, gateway)
         self._limit = RateLimited(settings.log_interval_s)
         self.evidence = EvidenceStore(state_dir / "evidence", settings.evidence_ttl_s, clock)
         self.history = HistoryStore(settings.history_ttl_s, clock)
@@ -138,45 +119,45 @@ class Retention:
         self._gauges()
 
     @classmethod
-    def from_settings(cls, settings: Settings, gateway: str) -> Retention:
-        """The agent's retention under `<state_dir>/evidence`."""
+    def from_settings(cls, settings: _Sections, gateway: str) -> Retention:
+        """The agent's retention under `<state_dir>/evidence` (reads two sections only)."""
         return cls(settings.retention, settings.agent.state_dir, gateway=gateway)
 
     @property
     def request_topic(self) -> str:
         """Subscribe here and pass each payload to `handle_request`."""
-        return self.settings.request_topic.format(gateway=self.gateway)
+        return self._messages.request_topic
 
     @property
     def response_topic(self) -> str:
         """Where replies go (also carried by every reply's `Outgoing.topic`)."""
-        return self.settings.response_topic.format(gateway=self.gateway)
+        return self._messages.response_topic
 
     @property
     def usage(self) -> Usage:
         """Bytes held now, by accounting."""
-        return Usage(self._ring_bytes, self.history.nbytes, self.evidence.nbytes)
+        return Usage(self._series.nbytes, self.history.nbytes, self.evidence.nbytes)
 
     # --- intake -------------------------------------------------------------------------
 
     def ingest(self, readings: Sequence[Reading]) -> None:
         """Take a batch of readings (any assets, signals and order)."""
-        series_of = self._series.get
-        full: list[str] = []  # assets with a series at PENDING_SAMPLES
+        series_of = self._series.by_key.get
+        full: list[str] = []  # assets with a series at FLUSH_SAMPLES
         late: list[tuple[str, str]] = []  # series that got a reading not after their newest
         no_ring: Counter[tuple[str, str]] = Counter()
         for r in readings:
             series = series_of((r[0], r[1]))
             if series is None:
-                series = self._series_for(r[0], r[1])
+                series = self._series.for_signal(r[0], r[1])
                 if series is None:
                     no_ring[r[0], r[1]] += 1
                     continue
             if r[2] > series.last:
                 series.last = r[2]
-                pending = series.pending
-                pending.append(r)
-                if len(pending) == PENDING_SAMPLES:
+                unwritten = series.unwritten
+                unwritten.append(r)
+                if len(unwritten) == FLUSH_SAMPLES:
                     full.append(series.asset)
             else:
                 late.append((r[0], r[1]))
@@ -184,7 +165,8 @@ class Retention:
             self._drop(n, "retention_no_ring", asset, signal)
         if late:
             full += self._reorder(readings, late)
-        due = [r.asset for r in self._pending.values() if self._event_time(r.asset) > r.end]
+        event_time = self._series.event_time
+        due = [r.asset for r in self._pending.values() if event_time(r.asset) > r.end]
         assets = dict.fromkeys(full + due)
         for asset in assets:
             self._flush_asset(asset)
@@ -199,24 +181,12 @@ class Retention:
         """
         full: list[str] = []
         for key, n_late in Counter(late).items():
-            series = self._series[key]
-            mine = [r for r in readings if (r[0], r[1]) == key]
-            taken = len(mine) - n_late  # the tail of `pending` this batch appended
-            if taken:
-                del series.pending[-taken:]
-            newest = series.pending[-1][2] if series.pending else series.ring.newest
-            dropped = 0
-            for r in sorted(mine, key=_BY_TS):
-                if r[2] > newest:  # also drops NaN
-                    series.pending.append(r)
-                    newest = r[2]
-                else:
-                    dropped += 1
-            series.last = newest
+            series = self._series.by_key[key]
+            dropped = series.retake([r for r in readings if (r[0], r[1]) == key], n_late)
             if dropped:
                 # The rings and the door need strictly increasing time per signal.
                 self._drop(dropped, "retention_not_increasing", *key)
-            if len(series.pending) >= PENDING_SAMPLES:
+            if len(series.unwritten) >= FLUSH_SAMPLES:
                 full.append(series.asset)
         return full
 
@@ -237,33 +207,23 @@ class Retention:
             quality = None if quality is None else quality[order]
         if quality is None:
             quality = np.zeros(values.shape, dtype=np.uint8)
-        self._flush_asset(asset)  # what is pending came first
+        self._flush_asset(asset)  # what is unwritten came first
         parts = [(s, ts, values[:, i], quality[:, i]) for i, s in enumerate(signals)]
         clean = [p for p in (self._clean(asset, *part) for part in parts) if p is not None]
         self._ingest_asset(asset, clean)
         self._maintain()
 
     def _flush_asset(self, asset: str) -> None:
-        """Write every pending reading of `asset` to its rings, evidence and history."""
+        """Write every unwritten reading of `asset` to its rings, evidence and history."""
         parts: list[_Part] = []
-        for series in self._by_asset.get(asset, ()):
-            pending = series.pending
-            if not pending:
-                continue
-            series.pending = []
-            _, _, ts, values, quality = zip(*pending, strict=True)
-            parts.append(
-                (
-                    series,
-                    np.array(ts, dtype=np.float64),
-                    np.array(values, dtype=np.float64),
-                    np.array(quality, dtype=np.uint8),
-                )
-            )
+        for series in self._series.of(asset):
+            arrays = series.take_unwritten()
+            if arrays is not None:
+                parts.append((series, *arrays))
         self._ingest_asset(asset, parts)
 
     def _flush_all(self) -> None:
-        for asset in [a for a, group in self._by_asset.items() if any(s.pending for s in group)]:
+        for asset in self._series.assets_unwritten():
             self._flush_asset(asset)
 
     def _ingest_asset(self, asset: str, clean: list[_Part]) -> None:
@@ -289,71 +249,31 @@ class Retention:
 
     def _clean(self, asset: str, signal: str, t: F64, v: F64, q: U8) -> _Part | None:
         """The samples a series can take: strictly after its newest, in a ring that fits."""
-        series = self._series_for(asset, signal)
+        series = self._series.for_signal(asset, signal)
         if series is None:
             self._drop(t.size, "retention_no_ring", asset, signal)
             return None
-        keep = np.diff(t, prepend=series.last) > 0
-        if not bool(keep.all()):
+        (t, v, q), dropped = series.clean(t, v, q)
+        if dropped:
             # The rings and the door need strictly increasing time per signal.
-            self._drop(int(t.size - keep.sum()), "retention_not_increasing", asset, signal)
-            t, v, q = t[keep], v[keep], q[keep]
-        if not t.size:
-            return None
-        series.last = float(t[-1])
-        return series, t, v, q
-
-    def _event_time(self, asset: str) -> float:
-        """Newest reading time of the asset (taken, pending or written)."""
-        return max((s.last for s in self._by_asset.get(asset, ())), default=-math.inf)
+            self._drop(dropped, "retention_not_increasing", asset, signal)
+        return (series, t, v, q) if t.size else None
 
     def _next_due(self, asset: str) -> float:
         return min((r.end for r in self._pending.values() if r.asset == asset), default=math.inf)
 
-    def _series_for(self, asset: str, signal: str) -> _Series | None:
-        series = self._series.get((asset, signal))
-        if series is not None or len(self._series) >= self._max_series:
-            return series
-        s = self.settings
-        deviation = s.deviations.get(f"{asset}/{signal}", s.deviations.get(signal))
-        span = s.spans.get(f"{asset}/{signal}", s.spans.get(signal))
-        series = _Series(asset, signal, SignalRing(self._capacity, s.ring_seconds), deviation, span)
-        self._series[(asset, signal)] = series
-        self._ring_bytes += series.ring.nbytes
-        self._by_asset.setdefault(asset, []).append(series)
-        return series
-
-    def _write(self, series: _Series, t: F64, v: F64, q: U8) -> None:
+    def _write(self, series: Series, t: F64, v: F64, q: U8) -> None:
         if t.size == 0:
             return
         lost = series.ring.write(t, v, q)
         if lost:
             RETENTION_EVICTIONS.labels("ring", "rate").inc(lost)
             self._warn("retention_ring_overrun", series, lost=lost, rate=self.settings.ring_rate_hz)
-        good = (q == 0) & np.isfinite(v)  # history keeps GOOD values only
-        if not bool(good.all()):
-            t, v = t[good], v[good]
-        if t.size == 0:
-            return
-        deviation = series.deviation
-        if deviation is None:
-            span = series.span
-            if span is None:
-                series.lo = min(series.lo, float(v.min()))
-                series.hi = max(series.hi, float(v.max()))
-                span = series.hi - series.lo
-            deviation = self.settings.deviation_pct / 100 * span
-        comp = series.compressor
-        if comp is None:
-            s = self.settings
-            comp = series.compressor = Compressor(deviation, s.max_interval_s, s.exception_share)
-        elif deviation > comp.deviation:
-            comp.deviation = deviation
-        kept_t, kept_v = comp.feed(t, v)
-        if kept_t.size:
-            self._add_history(series, kept_t, kept_v, comp.deviation)
+        retained = series.compress(t, v, q, self.settings)  # history keeps GOOD values only
+        if retained is not None and retained[0].size:
+            self._add_history(series, *retained)
 
-    def _add_history(self, series: _Series, t: F64, v: F64, deviation: float) -> None:
+    def _add_history(self, series: Series, t: F64, v: F64, deviation: float) -> None:
         self.history.append(series.asset, series.signal, t, v, deviation)
         cap = min(self.settings.history_bytes, self.settings.store_bytes - self.evidence.nbytes)
         while self.history.nbytes > cap:
@@ -377,12 +297,13 @@ class Retention:
                     "evidence_cut", id=oldest.id, asset=oldest.asset, pending=len(self._pending)
                 )
                 self._freeze(oldest, complete=False)
-        rec = _Pending(
-            new_id(), asset, ts, reason, ts - s.evidence_pre_s, ts + s.evidence_post_s, publish
-        )
+        start, end = ts - s.evidence_pre_s, ts + s.evidence_post_s
+        rec = Evidence(new_id(), asset, ts, reason, start, end, 0.0, complete=False, signals={})
         self._pending[rec.id] = rec
-        if self._event_time(asset) > rec.end:
-            self._flush_asset(asset)  # freezes it when the window is among the pending readings
+        if publish:
+            self._publish.add(rec.id)
+        if self._series.event_time(asset) > rec.end:
+            self._flush_asset(asset)  # freezes it when the window is among the unwritten readings
             if rec.id in self._pending:
                 self._freeze(rec, complete=True)
         self._gauges()
@@ -395,16 +316,13 @@ class Retention:
             raise EvidencePendingError(evidence_id, rec.asset, rec.end)
         return self.evidence.get(evidence_id)
 
-    def _freeze(self, rec: _Pending, complete: bool) -> None:
+    def _freeze(self, rec: Evidence, complete: bool) -> None:
         del self._pending[rec.id]
-        signals = {
-            s.signal: s.ring.window(rec.start, rec.end) for s in self._by_asset.get(rec.asset, [])
-        }
+        publish = rec.id in self._publish
+        self._publish.discard(rec.id)
+        signals = {s.signal: s.ring.window(rec.start, rec.end) for s in self._series.of(rec.asset)}
         created = self._clock()
-        ev = Evidence(
-            rec.id, rec.asset, rec.ts, rec.reason, rec.start, rec.end, created, complete, signals
-        )
-        image = encode(ev)
+        image = encode(rec._replace(created=created, complete=complete, signals=signals))
         if len(image) > self.settings.store_bytes:
             detail = f"{len(image)} bytes, over EDGE_RETENTION__STORE_BYTES"
             self.evidence.forget(rec.id, "evicted", detail)
@@ -422,7 +340,7 @@ class Retention:
             log.exception("evidence_write_failed", id=rec.id, error=str(exc))
             return
         EVIDENCE_RECORDS.labels("complete" if complete else "cut").inc()
-        if rec.publish:
+        if publish:
             if len(self._ready) >= _READY_MAX:
                 EVIDENCE_RECORDS.labels("publish_dropped").inc()
                 log.warning("evidence_publish_dropped", id=self._ready.popleft())
@@ -448,23 +366,7 @@ class Retention:
 
     def handle_request(self, payload: bytes) -> Outgoing:
         """Answer one request from `request_topic`: the record, or an error reply, never silence."""
-        try:
-            req = msgspec.json.decode(payload, type=_Request)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            return self._reply({"status": "error", "error": "bad_request", "message": str(exc)})
-        head: dict[str, object] = {"id": req.id, "correlation": req.correlation}
-        try:
-            ev = self.get(req.id)
-        except EvidenceNotFoundError as exc:
-            return self._reply({**head, "status": "error", "error": exc.why, "message": str(exc)})
-        except EvidencePendingError as exc:
-            return self._reply({**head, "status": "error", "error": "pending", "message": str(exc)})
-        except EvidenceError as exc:
-            log.exception("evidence_unreadable", id=req.id, error=str(exc))
-            return self._reply(
-                {**head, "status": "error", "error": "unreadable", "message": str(exc)}
-            )
-        return self._reply({**head, "status": "ok", "evidence": ev.to_builtins()}, req.id)
+        return self._messages.answer(payload, self.get)
 
     def take_evidence(self) -> list[Outgoing]:
         """Finished records triggered with `publish=True`, as messages for the outbox."""
@@ -476,45 +378,26 @@ class Retention:
             except EvidenceError as exc:
                 log.warning("evidence_gone_before_publish", id=eid, error=str(exc))
                 continue
-            body = {"id": eid, "correlation": None, "status": "ok", "evidence": ev.to_builtins()}
-            out.append(self._reply(body, eid)._replace(priority=Priority.RECOMMENDATION))
+            out.append(self._messages.record(eid, ev)._replace(priority=Priority.RECOMMENDATION))
         return out
 
     def take_digests(self) -> list[Outgoing]:
         """History retained since the last call, as DIGEST-priority messages per asset."""
         self._flush_all()
         self._maintain()
-        return [
-            Outgoing(
-                topic=self.settings.digest_topic.format(gateway=self.gateway, asset=asset),
-                payload=digest_payload(self.gateway, asset, blocks),
-                msg_id=new_id(),
-                key=f"digest/{asset}",
-                priority=Priority.DIGEST,
-            )
-            for asset, blocks in self.history.take_unsent(self.settings.digest_max_points)
-        ]
+        unsent = self.history.take_unsent(self.settings.digest_max_points)
+        return [self._messages.digest(asset, blocks) for asset, blocks in unsent]
 
     def close(self) -> None:
         """Freeze pending records (incomplete) and retain every series' last points."""
         self._flush_all()
         for rec in list(self._pending.values()):
             self._freeze(rec, complete=False)
-        for series in self._series.values():
-            if series.compressor is not None:
-                t, v = series.compressor.flush()
-                if t.size:
-                    self._add_history(series, t, v, series.compressor.deviation)
+        for series in self._series:
+            held = series.flush()
+            if held is not None and held[0].size:
+                self._add_history(series, *held)
         self._gauges()
-
-    def _reply(self, body: Mapping[str, object], evidence_id: str = "") -> Outgoing:
-        return Outgoing(
-            topic=self.response_topic,
-            payload=msgspec.json.encode(body),
-            msg_id=new_id(),
-            key=f"evidence/{evidence_id}" if evidence_id else "",
-            priority=Priority.STATUS,
-        )
 
     # --- upkeep -------------------------------------------------------------------------
 
@@ -548,7 +431,7 @@ class Retention:
         READINGS_DROPPED.labels(reason).inc(n)
         self._warn_key(reason, asset=asset, signal=signal, dropped=n)
 
-    def _warn(self, event: str, series: _Series, **kw: object) -> None:
+    def _warn(self, event: str, series: Series, **kw: object) -> None:
         self._warn_key(event, asset=series.asset, signal=series.signal, **kw)
 
     def _warn_key(self, event: str, **kw: object) -> None:

@@ -1,0 +1,164 @@
+"""One signal's place in retention: its raw ring, its unwritten readings, its compressor.
+
+A series is created on first sight while `ring_bytes` has room for one more ring; after that
+a signal's readings are dropped (and counted by `Retention`). Readings taken on the hot path
+wait in `unwritten` (references to the caller's `Reading` tuples, strictly increasing in time)
+until `Retention` writes its asset. The history bound of a series is absolute (`deviations`),
+a percent of its span (`spans`), or a percent of the range seen so far, which only grows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from operator import itemgetter
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge_agent.core.readings import Reading
+from edge_agent.daemon.retention.compression import Compressor
+from edge_agent.daemon.retention.ring import BYTES_PER_SAMPLE, SignalRing
+from edge_agent.daemon.retention.settings import RetentionSettings
+
+F64 = NDArray[np.float64]
+U8 = NDArray[np.uint8]
+Arrays = tuple[F64, F64, U8]  # ts, values, quality
+_BY_TS = itemgetter(2)
+
+
+@dataclass(slots=True)
+class Series:
+    """The retention state of one asset's signal."""
+
+    asset: str
+    signal: str
+    ring: SignalRing
+    deviation: float | None  # absolute, from settings; None: percent of span
+    span: float | None  # from settings; None: learned from the range seen
+    lo: float = math.inf
+    hi: float = -math.inf
+    compressor: Compressor | None = None
+    last: float = -math.inf  # newest timestamp taken, unwritten or written
+    unwritten: list[Reading] = field(default_factory=list)  # taken, not yet written, in order
+
+    def retake(self, mine: Sequence[Reading], n_late: int) -> int:
+        """Take this batch's readings `mine` again, sorted (stable); return how many drop.
+
+        The tail of `unwritten` that the batch appended goes, then `mine` is appended in time
+        order, cut at the newest reading before the batch (which also drops NaN times).
+        """
+        taken = len(mine) - n_late
+        if taken:
+            del self.unwritten[-taken:]
+        newest = self.unwritten[-1][2] if self.unwritten else self.ring.newest
+        dropped = 0
+        for r in sorted(mine, key=_BY_TS):
+            if r[2] > newest:
+                self.unwritten.append(r)
+                newest = r[2]
+            else:
+                dropped += 1
+        self.last = newest
+        return dropped
+
+    def take_unwritten(self) -> Arrays | None:
+        """The unwritten readings as arrays, emptying the list; None when there are none."""
+        unwritten = self.unwritten
+        if not unwritten:
+            return None
+        self.unwritten = []
+        _, _, ts, values, quality = zip(*unwritten, strict=True)
+        return (
+            np.array(ts, dtype=np.float64),
+            np.array(values, dtype=np.float64),
+            np.array(quality, dtype=np.uint8),
+        )
+
+    def clean(self, t: F64, v: F64, q: U8) -> tuple[Arrays, int]:
+        """The samples strictly after the newest taken (in order), and how many were not."""
+        keep = np.diff(t, prepend=self.last) > 0
+        dropped = 0
+        if not bool(keep.all()):
+            dropped = int(t.size - keep.sum())
+            t, v, q = t[keep], v[keep], q[keep]
+        if t.size:
+            self.last = float(t[-1])
+        return (t, v, q), dropped
+
+    def compress(
+        self, t: F64, v: F64, q: U8, settings: RetentionSettings
+    ) -> tuple[F64, F64, float] | None:
+        """Feed GOOD samples to the compressor: the points it retains and their bound."""
+        good = (q == 0) & np.isfinite(v)
+        if not bool(good.all()):
+            t, v = t[good], v[good]
+        if t.size == 0:
+            return None
+        deviation = self.deviation
+        if deviation is None:
+            span = self.span
+            if span is None:
+                self.lo = min(self.lo, float(v.min()))
+                self.hi = max(self.hi, float(v.max()))
+                span = self.hi - self.lo
+            deviation = settings.deviation_pct / 100 * span
+        comp = self.compressor
+        if comp is None:
+            comp = self.compressor = Compressor(
+                deviation, settings.max_interval_s, settings.exception_share
+            )
+        elif deviation > comp.deviation:
+            comp.deviation = deviation
+        kept_t, kept_v = comp.feed(t, v)
+        return kept_t, kept_v, comp.deviation
+
+    def flush(self) -> tuple[F64, F64, float] | None:
+        """The points the compressor still holds back (at shutdown), and their bound."""
+        if self.compressor is None:
+            return None
+        t, v = self.compressor.flush()
+        return t, v, self.compressor.deviation
+
+
+class SeriesTable:
+    """Every series of one agent, by asset and signal, inside the `ring_bytes` budget."""
+
+    def __init__(self, settings: RetentionSettings) -> None:
+        self.settings = settings
+        # +1: T seconds at R Hz, both ends included, is T * R + 1 samples.
+        self._capacity = math.ceil(settings.ring_seconds * settings.ring_rate_hz) + 1
+        self._max_series = settings.ring_bytes // (self._capacity * BYTES_PER_SAMPLE)
+        self.by_key: dict[tuple[str, str], Series] = {}
+        self._by_asset: dict[str, list[Series]] = {}
+        self.nbytes = 0
+
+    def __iter__(self) -> Iterator[Series]:
+        return iter(self.by_key.values())
+
+    def for_signal(self, asset: str, signal: str) -> Series | None:
+        """The series of one signal, made on first sight; None when no ring fits any more."""
+        series = self.by_key.get((asset, signal))
+        if series is not None or len(self.by_key) >= self._max_series:
+            return series
+        s = self.settings
+        deviation = s.deviations.get(f"{asset}/{signal}", s.deviations.get(signal))
+        span = s.spans.get(f"{asset}/{signal}", s.spans.get(signal))
+        series = Series(asset, signal, SignalRing(self._capacity, s.ring_seconds), deviation, span)
+        self.by_key[(asset, signal)] = series
+        self.nbytes += series.ring.nbytes
+        self._by_asset.setdefault(asset, []).append(series)
+        return series
+
+    def of(self, asset: str) -> Sequence[Series]:
+        """The series of one asset, in the order they were made."""
+        return self._by_asset.get(asset, ())
+
+    def event_time(self, asset: str) -> float:
+        """Newest reading time of the asset (taken, unwritten or written)."""
+        return max((s.last for s in self.of(asset)), default=-math.inf)
+
+    def assets_unwritten(self) -> list[str]:
+        """Assets with a series holding unwritten readings."""
+        return [a for a, group in self._by_asset.items() if any(s.unwritten for s in group)]

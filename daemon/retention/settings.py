@@ -66,15 +66,16 @@ class RetentionSettings(Section):
     )
     spans: dict[str, float] = Field(
         # Instrument ranges (zero to full scale of the transmitter), as PI-style historians
-        # take "span", for the simulator's pumps; each is a standard range a controls engineer
-        # would pick for that duty:
+        # take "span". The defaults are the ranges a controls engineer would usually pick for
+        # a mid-size centrifugal pump set (design flow ~85 m3/h, discharge up to ~5.5 bar, a
+        # motor of ~30 A full load); set `spans` for other machines or other instruments:
         # - temperature 0-150 degC: motor winding Pt100 transmitter, covering insulation
         #   class F (155 degC);
         # - vibration 0-25 mm/s RMS: the common range of 4-20 mA velocity transmitters,
         #   reaching well into ISO 20816 zone D;
         # - current 0-50 A: a 50/5 A current transformer for a motor of ~30 A full load;
         # - pressure 0-10 bar: discharge transmitter, ~1.8 x the highest discharge pressure;
-        # - flow 0-200 m3/h: magnetic flowmeter ranged at ~2 x the design flow (~85 m3/h).
+        # - flow 0-200 m3/h: magnetic flowmeter ranged at ~2 x the design flow.
         default_factory=lambda: {
             "temperature": 150.0,
             "vibration": 25.0,
@@ -83,8 +84,9 @@ class RetentionSettings(Section):
             "flow": 200.0,
         },
         description="Engineering span (instrument range, zero to full scale) by signal or "
-        "asset/signal (JSON object), for deviation_pct; the defaults are the simulator "
-        "pumps' transmitter ranges.",
+        "asset/signal (JSON object), for deviation_pct; the defaults are a centrifugal pump's "
+        "usual transmitter ranges (temperature in degC, vibration in mm/s RMS, current in A, "
+        "pressure in bar, flow in m3/h).",
     )
     exception_share: float = Field(
         0.1,

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, Self, TypeVar
 
 import msgspec
 import structlog
@@ -34,7 +34,8 @@ from edge_agent.daemon.bundles.fetch import DownloadError, Job, check_size, fetc
 from edge_agent.daemon.bundles.probation import check_bundle
 from edge_agent.daemon.bundles.settings import UpdateSettings
 from edge_agent.daemon.bundles.store import BundleStore, JobRecord, write_atomic
-from edge_agent.daemon.settings import Settings
+from edge_agent.models.settings import ModelSettings
+from edge_agent.rules.settings import RuleSettings
 
 log = structlog.get_logger(__name__)
 
@@ -99,7 +100,24 @@ class _ProbationError(EdgeAgentError):
     """Installed bundle failed probation (internal: carries the reason to the report)."""
 
 
-def bundle_settings(settings: Settings, bundle: Bundle | None) -> Settings:
+class _BundledSections(Protocol):
+    """Settings that hold the sections a bundle replaces: the model and the rule packs."""
+
+    @property
+    def model(self) -> ModelSettings: ...
+
+    @property
+    def rules(self) -> RuleSettings: ...
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with some fields replaced (pydantic's)."""
+        ...
+
+
+_S = TypeVar("_S", bound=_BundledSections)
+
+
+def bundle_settings(settings: _S, bundle: Bundle | None) -> _S:
     """The settings with the model and rule packs taken from `bundle` (None: as configured)."""
     if bundle is None:
         return settings

@@ -8,7 +8,7 @@ import stat
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
 from edge_agent.core.errors import BundleError
 from edge_agent.daemon.bundles.bundle import (
@@ -47,27 +47,33 @@ def describe_files(bundle_dir: Path) -> dict[str, FileEntry]:
     return dict(sorted(files.items()))
 
 
+class Terms(TypedDict):
+    """What a manifest states besides its files: the version and what the bundle needs.
+
+    `expires` defaults to 90 days from now, `min_agent` to the agent version building it.
+    """
+
+    version: int
+    model_input: dict[str, Any]
+    expires: NotRequired[datetime | None]
+    min_agent: NotRequired[str | None]
+
+
 def make_manifest(
-    bundle_dir: Path,
-    *,
-    version: int,
-    model: str,
-    rules: Sequence[str],
-    golden: str,
-    model_input: dict[str, Any],
-    expires: datetime | None = None,
-    min_agent: str | None = None,
+    bundle_dir: Path, *, model: str, rules: Sequence[str], golden: str, **terms: Unpack[Terms]
 ) -> BundleManifest:
     """Describe the files already laid out in `bundle_dir` as an unsigned manifest."""
+    version = terms["version"]
     if version < 1:
         raise BundleError(f"--version {version}: must be a positive integer")
     now = datetime.now(UTC).replace(microsecond=0)
+    min_agent = terms.get("min_agent") or agent_version()
     return BundleManifest(
         format=FORMAT,
         version=version,
         created=now,
-        expires=expires or now + timedelta(days=90),
-        compat=Compat(min_agent=min_agent or agent_version(), model_input=model_input),
+        expires=terms.get("expires") or now + timedelta(days=90),
+        compat=Compat(min_agent=min_agent, model_input=terms["model_input"]),
         model=model,
         rules=list(rules),
         golden=golden,
@@ -82,17 +88,14 @@ def _copy(src: Path, dest: Path) -> None:
     shutil.copyfile(src, dest)
 
 
-def build(  # noqa: PLR0913 - one argument per part of a bundle reads best at the CLI's call
+def build(
     out_dir: Path,
     *,
-    version: int,
     model_manifest: Path,
     model_files: Sequence[Path],
     rule_packs: Sequence[Path],
     golden: Path,
-    model_input: dict[str, Any],
-    expires: datetime | None = None,
-    min_agent: str | None = None,
+    **terms: Unpack[Terms],
 ) -> BundleManifest:
     """Copy the parts into a fresh `out_dir` and write the unsigned `manifest.json`.
 
@@ -118,13 +121,10 @@ def build(  # noqa: PLR0913 - one argument per part of a bundle reads best at th
     _copy(golden, out_dir / GOLDEN)
     manifest = make_manifest(
         out_dir,
-        version=version,
         model=f"{MODEL_DIR}/{model_manifest.name}",
         rules=[f"{RULES_DIR}/{n}" for n in names],
         golden=GOLDEN,
-        model_input=model_input,
-        expires=expires,
-        min_agent=min_agent,
+        **terms,
     )
     write_manifest(out_dir, manifest)
     return manifest

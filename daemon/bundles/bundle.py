@@ -15,11 +15,13 @@ import hashlib
 import os
 import re
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO, NotRequired, TypedDict, Unpack
 
 import msgspec
 from cryptography.exceptions import InvalidSignature
@@ -226,7 +228,9 @@ def read_manifest(bundle_dir: Path) -> BundleManifest:
     return decode_manifest(_read_regular(path, MAX_MANIFEST_BYTES + 1), str(path))
 
 
-def _read_regular(path: Path, limit: int) -> bytes:
+@contextmanager
+def _open_regular(path: Path) -> Iterator[BinaryIO]:
+    """Open a regular file for reading, never through a link; BundleRejectedError otherwise."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError as exc:
@@ -238,6 +242,11 @@ def _read_regular(path: Path, limit: int) -> bytes:
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
             raise BundleRejectedError("unsafe_path", f"{path} is not a regular file")
+        yield f
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    with _open_regular(path) as f:
         return f.read(limit)
 
 
@@ -274,22 +283,27 @@ def check_signature(manifest: BundleManifest, keys: TrustedKeys) -> None:
         ) from exc
 
 
-def check_manifest(
-    manifest: BundleManifest,
-    keys: TrustedKeys,
-    *,
-    highest: int,
-    model_input: dict[str, Any] | None,
-    now: datetime | None = None,
-    running: str | None = None,
-) -> None:
-    """Check signature, expiry, version, compatibility and paths: everything but file contents.
+class Acceptance(TypedDict):
+    """What a bundle must meet here beyond a trusted signature (keywords of the checks).
 
     `highest` is the highest version ever accepted here; `model_input` the schema the agent
-    feeds its model (None accepts any); `running` the agent version (default: installed).
+    feeds its model (None accepts any); `now` when expiry is judged (default: now); `running`
+    the agent version (default: installed).
     """
+
+    highest: int
+    model_input: dict[str, Any] | None
+    now: NotRequired[datetime | None]
+    running: NotRequired[str | None]
+
+
+def check_manifest(
+    manifest: BundleManifest, keys: TrustedKeys, **acceptance: Unpack[Acceptance]
+) -> None:
+    """Check signature, expiry, version, compatibility and paths: everything but file contents."""
     check_signature(manifest, keys)
-    now = now or datetime.now(UTC)
+    highest, model_input = acceptance["highest"], acceptance["model_input"]
+    now = acceptance.get("now") or datetime.now(UTC)
     if manifest.expires <= now:
         raise BundleRejectedError("expired", f"expired at {manifest.expires.isoformat()}")
     if manifest.version <= highest:
@@ -297,7 +311,7 @@ def check_manifest(
             "old_version",
             f"version {manifest.version} is not above {highest}, the highest accepted",
         )
-    running = running or agent_version()
+    running = acceptance.get("running") or agent_version()
     if _version_tuple(manifest.compat.min_agent) > _version_tuple(running):
         raise BundleRejectedError(
             "agent_too_old", f"needs agent {manifest.compat.min_agent}, this is {running}"
@@ -321,17 +335,7 @@ def file_digest(path: Path, limit: int) -> tuple[str, int]:
     """sha256 and length of a regular file (not a link), reading at most `limit` + 1 bytes."""
     digest = hashlib.sha256()
     length = 0
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except FileNotFoundError as exc:
-        raise BundleRejectedError("missing_file", f"{path} does not exist") from exc
-    except OSError as exc:
-        raise BundleRejectedError(
-            "unsafe_path", f"{path}: cannot be opened as a file ({exc})"
-        ) from exc
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise BundleRejectedError("unsafe_path", f"{path} is not a regular file")
+    with _open_regular(path) as f:
         while length <= limit:
             chunk = f.read(min(_CHUNK, limit + 1 - length))
             if not chunk:
@@ -378,19 +382,9 @@ def check_files(bundle_dir: Path, manifest: BundleManifest) -> None:
             raise BundleRejectedError("hash_mismatch", f"{name}: sha256 differs from the manifest")
 
 
-def verify_bundle(
-    bundle_dir: Path,
-    keys: TrustedKeys,
-    *,
-    highest: int,
-    model_input: dict[str, Any] | None,
-    now: datetime | None = None,
-    running: str | None = None,
-) -> Bundle:
+def verify_bundle(bundle_dir: Path, keys: TrustedKeys, **acceptance: Unpack[Acceptance]) -> Bundle:
     """Verify a bundle directory completely; raise BundleRejectedError with the reason."""
     manifest = read_manifest(bundle_dir)
-    check_manifest(
-        manifest, keys, highest=highest, model_input=model_input, now=now, running=running
-    )
+    check_manifest(manifest, keys, **acceptance)
     check_files(bundle_dir, manifest)
     return Bundle(bundle_dir, manifest)

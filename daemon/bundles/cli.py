@@ -30,6 +30,7 @@ from edge_agent.daemon.bundles.build import (
     write_manifest,
 )
 from edge_agent.daemon.bundles.bundle import (
+    BundleManifest,
     BundleRejectedError,
     TrustedKeys,
     key_id,
@@ -48,6 +49,10 @@ GOLDEN_SEED = 20240611
 
 def _say(text: str) -> None:
     sys.stdout.write(text + "\n")
+
+
+def _summary(m: BundleManifest) -> str:
+    return f"version {m.version}, {len(m.files)} files, expires {m.expires.isoformat()}"
 
 
 def _load_private_key(path: Path) -> Ed25519PrivateKey:
@@ -104,10 +109,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     finally:
         if args.golden is None:
             golden.unlink(missing_ok=True)
-    _say(
-        f"built {args.out}: version {manifest_out.version}, {len(manifest_out.files)} files, "
-        f"expires {manifest_out.expires.isoformat()}; unsigned: run `edge-agent bundle sign`"
-    )
+    _say(f"built {args.out}: {_summary(manifest_out)}; unsigned: run `edge-agent bundle sign`")
     return 0
 
 
@@ -130,12 +132,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     except BundleRejectedError as exc:
         sys.stderr.write(f"REJECTED {args.bundle}: {exc}\n")
         return 1
-    m = bundle.manifest
-    signer = m.signature.key_id if m.signature else "?"
-    _say(
-        f"OK {args.bundle}: version {m.version}, signed by {signer}, "
-        f"expires {m.expires.isoformat()}, {len(m.files)} files"
-    )
+    signature = bundle.manifest.signature
+    signer = signature.key_id if signature else "?"
+    _say(f"OK {args.bundle}: {_summary(bundle.manifest)}, signed by {signer}")
     return 0
 
 

@@ -19,7 +19,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -119,6 +119,29 @@ def synthetic_unknown(x: np.ndarray, rng: np.random.Generator, norm_std: np.ndar
     return out
 
 
+def _solver(seed: int, epochs: int) -> dict[str, Any]:
+    """How both networks train: Adam on mini-batches, at most `epochs`, seeded."""
+    return {
+        "batch_size": 256,
+        "learning_rate_init": 2e-3,
+        "max_iter": epochs,
+        "random_state": seed,
+        "tol": 1e-6,
+    }
+
+
+class _Estimator(Protocol):
+    def fit(self, inputs: np.ndarray, targets: np.ndarray) -> object:
+        """Train on `inputs` towards `targets` (scikit-learn's)."""
+        ...
+
+
+def _fit(model: _Estimator, inputs: np.ndarray, targets: np.ndarray) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning at max_iter is expected
+        model.fit(inputs, targets)
+
+
 def fit_autoencoder(f: np.ndarray, seed: int, epochs: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Fit the feature autoencoder; return its four (weight, bias) layers."""
     from sklearn.neural_network import MLPRegressor  # noqa: PLC0415 - train extra only
@@ -127,17 +150,11 @@ def fit_autoencoder(f: np.ndarray, seed: int, epochs: int) -> list[tuple[np.ndar
         hidden_layer_sizes=AE_HIDDEN,
         activation="tanh",
         alpha=1e-4,
-        batch_size=256,
-        learning_rate_init=2e-3,
-        max_iter=epochs,
-        random_state=seed,
-        tol=1e-6,
         n_iter_no_change=15,
         verbose=False,
+        **_solver(seed, epochs),
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # ConvergenceWarning at max_iter is expected
-        ae.fit(f, f)
+    _fit(ae, f, f)
     progress(f"autoencoder: {ae.n_iter_} epochs, final loss {ae.loss_:.5f}")
     return list(zip(ae.coefs_, ae.intercepts_, strict=True))
 
@@ -162,16 +179,10 @@ def fit_classifier(
         hidden_layer_sizes=(32,),
         activation="relu",
         alpha=1e-3,
-        batch_size=256,
-        learning_rate_init=2e-3,
-        max_iter=epochs,
-        random_state=seed,
-        tol=1e-6,
         n_iter_no_change=10,
+        **_solver(seed, epochs),
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        clf.fit(inputs[idx], labels[idx])
+    _fit(clf, inputs[idx], labels[idx])
     progress(f"classifier: {clf.n_iter_} epochs, final loss {clf.loss_:.4f}")
     w1, w2 = clf.coefs_
     b1, b2 = clf.intercepts_

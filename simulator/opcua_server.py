@@ -15,7 +15,6 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, Self
 
 import structlog
@@ -158,12 +157,7 @@ class PlantServer:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
     async def start(self) -> None:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import structlog
@@ -26,7 +26,6 @@ from edge_agent.daemon.flow.stats import window_stats
 if TYPE_CHECKING:
     from edge_agent.daemon.flow.frames import Window
     from edge_agent.daemon.outbox.queue import Outbox
-    from edge_agent.daemon.retention.keeper import Retention
     from edge_agent.models.scorer import Scorer
     from edge_agent.rules.engine import Advisor, Recommendation
 
@@ -34,6 +33,30 @@ log = structlog.get_logger(__name__)
 
 RETENTION_INTERVAL_S = 1.0  # how often evidence and digests move to the outbox
 MAX_PENDING_REPLIES = 256  # evidence replies waiting for the outbox (at most 1 s worth)
+
+
+class Retention(Protocol):
+    """What the pipeline needs of retention (`daemon.retention.keeper.Retention` has it)."""
+
+    def ingest(self, readings: Sequence[Reading]) -> None:
+        """Take a batch of readings."""
+        ...
+
+    def trigger(self, asset: str, ts: float, reason: str, publish: bool = False) -> str:
+        """Start an evidence record around `ts`; return its id."""
+        ...
+
+    def handle_request(self, payload: bytes) -> Outgoing:
+        """The reply to one evidence request."""
+        ...
+
+    def take_evidence(self) -> list[Outgoing]:
+        """Finished records to publish unasked."""
+        ...
+
+    def take_digests(self) -> list[Outgoing]:
+        """History retained since the last call."""
+        ...
 
 
 class Pipeline:

@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Self
+from typing import Self
 
 import structlog
 
 from edge_agent.connectors.mapping import PayloadMapper, Rejected
 from edge_agent.connectors.mqtt import MqttClient
-from edge_agent.connectors.settings import IngestSettings
+from edge_agent.connectors.settings import IngestSettings, MqttSettings
 from edge_agent.core import metrics
 from edge_agent.core.logs import RateLimited
 from edge_agent.core.readings import Reading
-
-if TYPE_CHECKING:
-    from types import TracebackType
 
 log = structlog.get_logger(__name__)
 
 
 class MqttSource:
     """Readings from sensor topics; an async context manager over a running MqttClient.
+
+    A `Source` whose link is its client's connection (named after the client: `ingest`).
 
     The buffer between paho's callback and `batches()` holds at most
     `IngestSettings.max_buffered` readings; when full, new readings are dropped (counted as
@@ -48,13 +48,22 @@ class MqttSource:
             self._client.subscribe(topic_filter, self._ingest.qos, self._on_message)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         self._flush_counts()
+
+    @property
+    def name(self) -> str:
+        """The client's name, which /health shows the link under."""
+        return self._client.name
+
+    @property
+    def connected(self) -> asyncio.Event:
+        """Set while the client is connected to the sensor broker."""
+        return self._client.connected
+
+    async def wait_ready(self) -> None:
+        """Return once connected and every sensor subscription is acknowledged."""
+        await self._client.wait_subscribed()
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         try:
@@ -114,3 +123,16 @@ class MqttSource:
             self._flush_counts()  # counted per batch, not per message: one lock per batch
             if batch:
                 yield batch
+
+
+@contextlib.asynccontextmanager
+async def open_mqtt_source(
+    mqtt: MqttSettings, ingest: IngestSettings, gateway_id: str
+) -> AsyncIterator[MqttSource]:
+    """The `mqtt` source: its own client to the sensor broker (`ingest`), readings over it."""
+    client_id = mqtt.client_id or f"edge-agent-{gateway_id}"
+    async with (
+        MqttClient(mqtt, client_id=client_id, name="ingest") as client,
+        MqttSource(client, ingest, gateway_id) as source,
+    ):
+        yield source

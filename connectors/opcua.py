@@ -20,7 +20,6 @@ import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from types import TracebackType
 from typing import Self
 
 import structlog
@@ -55,7 +54,13 @@ log = structlog.get_logger(__name__)
 
 
 class OpcUaSource:
-    """Readings from an OPC UA server; an async context manager; reconnection lives inside."""
+    """Readings from an OPC UA server; an async context manager; reconnection lives inside.
+
+    A `Source` named `opcua`: its link is up from "OPC UA session up" until the session
+    ends (the server went away, stopped answering, or closed the subscription).
+    """
+
+    name = "opcua"
 
     def __init__(self, settings: OpcUaSettings) -> None:
         check_files(settings)
@@ -72,18 +77,14 @@ class OpcUaSource:
         self._last_rx: float | None = None  # monotonic time of the newest reading
         self._last_publish = 0.0  # monotonic time of the newest publish response
         self.last_error: str | None = None
+        self.connected = asyncio.Event()
 
     async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self._run(), name="opcua-source")
         self._task.add_done_callback(lambda _: self._ready.set())
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         task = self._task
         if task is None:
             return
@@ -98,6 +99,10 @@ class OpcUaSource:
             log.error("OPC UA source did not stop", endpoint=self._settings.endpoint)
         if task.done() and not task.cancelled() and (error := task.exception()) is not None:
             raise error
+
+    async def wait_ready(self) -> None:
+        """Return once a session is up and readings can flow."""
+        await self.connected.wait()
 
     async def batches(self) -> AsyncIterator[list[Reading]]:
         """Yield readings in arrival order, at most `max_batch` at a time."""
@@ -191,6 +196,7 @@ class OpcUaSource:
                 down_s=None if down is None else round(down, 1),
             )
             self.last_error = None
+            self.connected.set()
             if not nodes:
                 await lost.wait()
             elif s.mode == "subscription":
@@ -199,6 +205,7 @@ class OpcUaSource:
             else:
                 await self._poll(client, nodes, limits["read"], lost)
         finally:
+            self.connected.clear()
             if self._lost_at is None:
                 self._lost_at = time.monotonic()
             if connected:

@@ -7,14 +7,14 @@ import contextlib
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import structlog
 
 from edge_agent.connectors.mqtt import MqttClient
-from edge_agent.connectors.mqtt_source import MqttSource
+from edge_agent.connectors.registry import open_source
 from edge_agent.connectors.uplink import MqttSink, uplink_client, uplink_prefix
 from edge_agent.core import metrics
 from edge_agent.core.errors import EdgeAgentError
@@ -35,19 +35,11 @@ from edge_agent.models.scorer import Scorer
 from edge_agent.rules.engine import Advisor, load_pack
 
 if TYPE_CHECKING:
-    from edge_agent.core.readings import Reading
+    from edge_agent.core.ports import Sink, Source
     from edge_agent.daemon.bundles.bundle import Bundle
     from edge_agent.daemon.settings import Settings
 
 log = structlog.get_logger(__name__)
-
-
-class Source(Protocol):
-    """What the agent needs of a source connector."""
-
-    def batches(self) -> AsyncIterator[list[Reading]]:
-        """Yield batches of readings until cancelled."""
-        ...
 
 
 def gateway_id(settings: Settings) -> str:
@@ -119,8 +111,9 @@ class Agent:
         self.bundle = active_bundle(settings.agent.state_dir, keys) if keys is not None else None
         self.retention = Retention.from_settings(settings, self.gateway)
         self.pipeline = build_pipeline(bundle_settings(settings, self.bundle), self.retention)
-        self.ready = False
-        self.clients: dict[str, MqttClient] = {}
+        self.ready = False  # start-up is over (READY=1 sent)
+        self.uplink: MqttClient | None = None
+        self.sources: list[Source] = []
 
     # --- bundles and reload --------------------------------------------------------------
 
@@ -159,18 +152,23 @@ class Agent:
         """Score windows as they become ready."""
         await self.pipeline.run()
 
-    async def deliver(self, sink: MqttSink) -> None:
+    async def deliver(self, sink: Sink) -> None:
         """Deliver the outbox through the uplink."""
         await self.pipeline.outbox.deliver(sink)
 
     # --- health ----------------------------------------------------------------------------
 
+    def links(self) -> dict[str, bool]:
+        """Whether each link is up: the uplink's, then every configured source's."""
+        up = {} if self.uplink is None else {self.uplink.name: self.uplink.connected.is_set()}
+        return up | {s.name: s.connected.is_set() for s in self.sources}
+
     def health(self) -> Health:
-        """What /health reports."""
+        """What /health reports: ready once started while every source's link is up."""
         last = self.pipeline.last_reading_wall
         return Health(
-            ready=self.ready,
-            connected={name: c.connected.is_set() for name, c in self.clients.items()},
+            ready=self.ready and all(s.connected.is_set() for s in self.sources),
+            connected=self.links(),
             last_reading_age_s=round(time.time() - last, 3) if last else None,
             outbox_depth=self.pipeline.outbox.depth(),
             outbox_store=self.pipeline.outbox.status(),
@@ -204,32 +202,21 @@ def _signal_handlers(
     return [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
 
 
-async def _connect(agent: Agent, stack: AsyncExitStack) -> tuple[MqttClient, list[Source]]:
+async def _connect(agent: Agent, stack: AsyncExitStack) -> MqttClient:
     """Open the uplink and the configured sources; each reconnects on its own."""
     settings = agent.settings
     await stack.enter_async_context(HttpEndpoint(settings.service, agent.health))
     uplink = await stack.enter_async_context(uplink_client(settings, agent.gateway))
-    agent.clients["uplink"] = uplink
-    sources: list[Source] = []
-    if "mqtt" in settings.agent.sources:
-        client_id = settings.mqtt.client_id or f"edge-agent-{agent.gateway}"
-        ingest = await stack.enter_async_context(
-            MqttClient(settings.mqtt, client_id=client_id, name="ingest")
-        )
-        agent.clients["ingest"] = ingest
-        sources.append(
-            await stack.enter_async_context(MqttSource(ingest, settings.ingest, agent.gateway))
-        )
-    if "opcua" in settings.agent.sources:
-        from edge_agent.connectors.opcua import OpcUaSource  # noqa: PLC0415 - optional
-
-        sources.append(await stack.enter_async_context(OpcUaSource(settings.opcua)))
+    agent.uplink = uplink
+    for name in dict.fromkeys(settings.agent.sources):
+        source = open_source(name, settings, agent.gateway)
+        agent.sources.append(await stack.enter_async_context(source))
     uplink.subscribe(
         agent.retention.request_topic,
         1,
         lambda _t, payload: agent.pipeline.answer_evidence_request(payload),
     )
-    return uplink, sources
+    return uplink
 
 
 def _background(
@@ -299,18 +286,21 @@ async def run_agent(
     pressure.subscribe(agent.pipeline.set_pressure)
     try:
         async with AsyncExitStack() as stack:
-            uplink, sources = await _connect(agent, stack)
-            # READY once the brokers are connected and our subscriptions acknowledged, or after
-            # connect_timeout_s of retrying (the
-            # connectors keep retrying; a gateway must not restart-loop on a dead broker).
+            uplink = await _connect(agent, stack)
+            # READY once the uplink and every source are connected and their subscriptions
+            # acknowledged, or after connect_timeout_s of retrying (the connectors keep
+            # retrying; a gateway must not restart-loop on a dead broker or server).
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
-                    asyncio.gather(*(c.wait_subscribed() for c in agent.clients.values())),
+                    asyncio.gather(
+                        uplink.wait_subscribed(), *(s.wait_ready() for s in agent.sources)
+                    ),
                     settings.mqtt.connect_timeout_s,
                 )
             async with asyncio.TaskGroup() as tg:
                 intake = [
-                    tg.create_task(agent.feed(s), name=f"ingest-{i}") for i, s in enumerate(sources)
+                    tg.create_task(agent.feed(s), name=f"ingest-{i}")
+                    for i, s in enumerate(agent.sources)
                 ]
                 background = _background(tg, agent, uplink, notifier, pressure)
                 delivery = tg.create_task(agent.deliver(MqttSink(uplink)), name="outbox")

@@ -322,8 +322,11 @@ async def run_agent(
                 delivery.cancel()
     finally:
         agent.ready = False
-        with contextlib.suppress(Exception):
+        try:
             await agent.pipeline.outbox.close()
+        except Exception:  # whatever it is, the rest of the stop must still run
+            metrics.OUTBOX_ERRORS.labels("close").inc()
+            log.exception("outbox close failed; unacknowledged messages stay in its file")
         agent.retention.close()
         notifier.close()
         for sig in handled:

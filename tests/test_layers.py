@@ -45,9 +45,10 @@ def _imports(module: str) -> Iterator[str]:
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-        for name in names:
-            if not name.startswith("edge_agent."):
+        for imported in names:
+            if not imported.startswith("edge_agent."):
                 continue
+            name = imported
             while name not in MODULES and "." in name:
                 name = name.rsplit(".", 1)[0]
             if name in MODULES:
@@ -104,7 +105,7 @@ def test_plugins_do_not_import_the_agent() -> None:
 
 def _reach(roots: tuple[str, ...]) -> dict[str, str]:
     """Every module reachable from `roots`, with the module that first imported it."""
-    seen: dict[str, str] = {r: "" for r in roots}
+    seen: dict[str, str] = dict.fromkeys(roots, "")
     todo = list(roots)
     while todo:
         m = todo.pop()

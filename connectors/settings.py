@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, SecretStr, model_validator
 
 from edge_agent.core.settings import Section, TlsSection
+
+# What an MQTT session is tuned by, the same for the sensor broker and the uplink; each
+# section sets its own default.
+SessionExpiry = Annotated[
+    int,
+    Field(
+        ge=0,
+        description="MQTT session kept by the broker after a disconnect, in seconds (MQTT 5 "
+        "session expiry; under 3.1.1 any value > 0 means a persistent session); 0: a clean "
+        "session.",
+    ),
+]
+MaxInflight = Annotated[
+    int,
+    Field(ge=1, le=65535, description="QoS 1 messages sent and not yet acknowledged, at most."),
+]
 
 
 class MqttSettings(TlsSection):
@@ -32,15 +48,8 @@ class MqttSettings(TlsSection):
     connect_timeout_s: float = Field(
         10.0, gt=0, description="Seconds a TCP connect and TLS handshake may take."
     )
-    session_expiry_s: int = Field(
-        0,
-        ge=0,
-        description="MQTT session kept by the broker after a disconnect (MQTT 5 session expiry; "
-        "under 3.1.1 any value > 0 means a persistent session); 0: a clean session.",
-    )
-    max_inflight: int = Field(
-        100, ge=1, le=65535, description="QoS 1 messages sent and not yet acknowledged, at most."
-    )
+    session_expiry_s: SessionExpiry = 0
+    max_inflight: MaxInflight = 100
 
 
 class IngestSettings(Section):
@@ -106,15 +115,8 @@ class UplinkSettings(TlsSection):
         description="MQTT protocol version upstream; 5 carries the message id as a user "
         "property and the session expiry.",
     )
-    session_expiry_s: int = Field(
-        3600,
-        ge=0,
-        description="Upstream MQTT session kept by the broker after a disconnect (seconds); "
-        "0: a clean session.",
-    )
-    max_inflight: int = Field(
-        100, ge=1, le=65535, description="Upstream messages sent and not yet acknowledged."
-    )
+    session_expiry_s: SessionExpiry = 3600
+    max_inflight: MaxInflight = 100
 
 
 class OpcUaNode(Section):
@@ -160,8 +162,7 @@ class OpcUaSettings(Section):
     )
     mode: Literal["subscription", "polling"] = Field(
         "subscription",
-        description="subscription: the server sends data changes; polling: batched reads "
-        "every poll_interval_s, within the server's OperationLimits.",
+        description="subscription: the server sends data changes; polling: batched reads.",
     )
     publishing_interval_ms: float = Field(
         1000.0, gt=0, description="Subscription publishing interval (how often data is sent)."

@@ -29,7 +29,10 @@ _PATHS = ("/metrics", "/health")
 
 
 class Health(msgspec.Struct, frozen=True, kw_only=True):
-    """What /health reports; `ready` false answers 503 so container health checks fail."""
+    """What /health reports; `ready` false answers 503 so container health checks fail.
+
+    `connected` holds every link by name: the uplink and each configured source.
+    """
 
     ready: bool
     connected: dict[str, bool] = msgspec.field(default_factory=dict)

@@ -3,8 +3,8 @@
 The windows are synthetic but shaped like the pipeline's (five signals, eight classes, 100
 assets, mostly normal with a share of anomalous ones so raises, clears and reviews happen).
 A pack that makes the advisor slower than the scorer becomes the agent's bottleneck. Most
-windows settle every condition by its shortcut (rules/shortcut.py) and build no CEL context;
-the last line says what one costs where it is needed.
+windows settle every condition by its guard and build neither values nor a CEL context; the
+last lines say how many needed CEL and what one window's values and context cost.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import time
 from typing import Any
 
 from edge_agent.core.readings import SignalStats, WindowResult
-from edge_agent.rules import conditions
-from edge_agent.rules.engine import Advisor, activation, load_pack, pack_conditions
+from edge_agent.rules import window
+from edge_agent.rules.conditions import VARIABLES
+from edge_agent.rules.engine import Advisor, load_pack
 
 SIGNALS = ["temperature", "vibration", "current", "pressure", "flow"]
 CLASSES = ["normal", "bearing_wear", "cavitation", "misalignment", "overheating"]
@@ -61,7 +62,7 @@ def main() -> None:
         classes=CLASSES,
         gateway_id="bench",
     )
-    built = _count_contexts()
+    built = _count_cel_windows()
     started = time.perf_counter()
     produced = 0
     for k in range(0, len(results), BATCH):
@@ -73,28 +74,28 @@ def main() -> None:
     rate = len(results) / elapsed
     print(f"advisor: {rate:,.0f} windows/s, ~{rate * per_window:,.0f} condition evaluations/s")
     print(f"  {produced} recommendations")
-    print(f"  windows that needed a CEL context (a condition its shortcut left open): {built[0]}")
-    # What a context costs where one is needed: building the values and the CEL context.
+    print(f"  windows that needed CEL (a guard held and a CEL part followed): {len(built)}")
+    # What CEL costs where it is needed: every root of the values, into a CEL context.
     meta = {"type": "pump", "criticality": "medium", "state": "running"}
-    projection = conditions.Projection(pack_conditions(pack))
+    roots = sorted(VARIABLES - {"k", "at_raise"})
     started = time.perf_counter()
-    for r in results:
-        projection.context(activation(r, CLASSES, meta, pack))
-    build = (time.perf_counter() - started) / len(results)
-    print(f"  values + CEL context of one window: {build * 1e6:.0f} us")
+    for r in results[:2000]:
+        window.Window(r, CLASSES, meta, pack).cel_context(roots)
+    build = (time.perf_counter() - started) / 2000
+    print(f"  values + CEL context of one window, every root: {build * 1e6:.0f} us")
 
 
-def _count_contexts() -> list[int]:
-    """Count the contexts the advisor builds (a bench may patch; the agent never does)."""
-    count = [0]
-    build = conditions.Projection.context
+def _count_cel_windows() -> set[int]:
+    """Count the windows that reach CEL (a bench may patch; the agent never does)."""
+    seen: set[int] = set()
+    cel_context = window.Window.cel_context
 
-    def counted(self: conditions.Projection, *args: Any, **kwargs: Any) -> Any:
-        count[0] += 1
-        return build(self, *args, **kwargs)
+    def counted(self: window.Window, *args: Any, **kwargs: Any) -> Any:
+        seen.add(id(self.result))
+        return cel_context(self, *args, **kwargs)
 
-    conditions.Projection.context = counted  # type: ignore[method-assign]
-    return count
+    window.Window.cel_context = counted  # type: ignore[method-assign]
+    return seen
 
 
 if __name__ == "__main__":

@@ -2,18 +2,33 @@
 
 Loading (rules/pack.py) knows only the pack; this knows what the model offers, so the
 same check runs in `edge-agent rules check`, at start and on every reload.
+
+What a guard reads is data (`Test.reads`), checked name by name: a guard naming a class,
+signal, statistic, constant, band, label or flag that does not exist is an error at the
+key's line. A CEL part is checked with the library alone, which exposes no paths: its
+top-level names (`Program.variables()`), and one trial evaluation on a window that has
+every value the model and the pack name (`_probe`), so a misspelt key or a comparison of
+unlike types fails here rather than on every window. The trial follows CEL's short-circuits,
+so it proves what it reaches; names worth checking for certain belong in the guard.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+
+import cel
 
 from edge_agent.core.readings import SignalStats
 from edge_agent.rules import conditions
-from edge_agent.rules.conditions import Condition
+from edge_agent.rules.conditions import Cel, Condition
+from edge_agent.rules.guards import Guard
 from edge_agent.rules.pack import Problem, Rule, RulePack, Where
 from edge_agent.rules.templates import Template
+from edge_agent.rules.window import RAISED
+
+# A message at a line of its own (a guard's key), or at the line of the field (None).
+Found = tuple[int | None, str]
 
 # Values a template may name beyond the condition variables (see rules/engine.py).
 _RULE_TEXT = frozenset({"fault", "prob", "severity", "due_within_h", "due", "lead"})
@@ -24,29 +39,31 @@ _SCALARS = frozenset(
 )
 _META = frozenset({"type", "criticality", "state"})
 _AT_RAISE = frozenset({"at_raise"})
-_RAISED = frozenset({"stats", "contrib", "probs", "band", "flag", "score", "anomalous"})
+_RAISED = frozenset(RAISED)
 _LEAD = frozenset({"signal", "direction", "change_pct"})
 
 
 def check_pack(pack: RulePack, signals: Sequence[str], classes: Sequence[str]) -> list[Problem]:
     """Check a loaded pack against a model: every signal, class, constant and placeholder."""
-    bands = frozenset(b.name for b in pack.bands)
+    bands = {b.name: b.labels for b in pack.bands}
     flags = frozenset(f.name for f in pack.flags)
-    known = _Known(frozenset(signals), frozenset(classes), frozenset(pack.constants), bands, flags)
+    known = _Known(frozenset(signals), tuple(classes), pack.constants, bands, flags)
     problems: list[Problem] = []
 
-    def add(where: Where, name: str, prefix: str, messages: Sequence[str]) -> None:
-        problems.extend(Problem(where.file, where.at(name), f"{prefix}{m}") for m in messages)
+    def add(where: Where, name: str, prefix: str, found: Sequence[Found | str]) -> None:
+        for item in found:
+            line, message = (None, item) if isinstance(item, str) else item
+            problems.append(Problem(where.file, line or where.at(name), f"{prefix}{message}"))
 
     for band in pack.bands:
         if band.of[0] == "band" or not known.path(band.of, frozenset()):
             why = known.why(band.of)
             add(band.where, "of", f"bands.{band.name}: ", [f"of: {'.'.join(band.of)}: {why}"])
     for flag in pack.flags:
-        messages = known.condition(flag.when)
-        if any(ref[0] == "flag" for ref in flag.when.references()):
-            messages.append("a flag cannot read other flags")
-        add(flag.where, "", f"flags.{flag.name}: ", messages)
+        found = known.condition(flag.when)
+        if "flag" in _reads(flag.when):
+            found.append((None, "a flag cannot read other flags"))
+        add(flag.where, "", f"flags.{flag.name}: ", found)
     ids = {r.id for r in pack.rules}
     for rule in pack.rules:
         _check_rule(rule, ids, known, add)
@@ -61,7 +78,7 @@ def _check_rule(
     rule: Rule,
     ids: set[str],
     known: _Known,
-    add: Callable[[Where, str, str, Sequence[str]], None],
+    add: Callable[[Where, str, str, Sequence[Found | str]], None],
 ) -> None:
     w, pre = rule.where, f"rule {rule.id}: "
     unknown = [i for i in rule.inhibited_by if i not in ids or i == rule.id]
@@ -80,13 +97,20 @@ def _check_rule(
     add(w, "evidence", pre, [f"evidence {e!r} names no value" for e in bad])
 
 
-@dataclass(frozen=True, slots=True)
+def _reads(cond: Condition) -> set[str]:
+    """The roots a condition reads: its guards' and its CEL parts' top-level names."""
+    roots = {path[0] for g in cond.guards() for t in g.tests for path in t.reads}
+    return roots | {name for part in cond.cel_parts() for name in part.program.variables()}
+
+
+@dataclass(slots=True)
 class _Known:
     signals: frozenset[str]
-    classes: frozenset[str]
-    constants: frozenset[str]
-    bands: frozenset[str]
+    classes: tuple[str, ...]
+    constants: Mapping[str, float]
+    bands: Mapping[str, tuple[str, ...]]
     flags: frozenset[str]
+    _probes: tuple[cel.Context, ...] = ()
 
     def path(self, path: tuple[str, ...], extra: frozenset[str]) -> bool:
         head, rest = path[0], path[1:]
@@ -109,10 +133,72 @@ class _Known:
         check = table.get(head)
         return check is not None and check(rest)
 
-    def condition(self, cond: Condition, extra: frozenset[str] = frozenset()) -> list[str]:
-        out = [f"unknown variable {v!r}" for v in cond.unknown_variables()]
-        bad = [ref for ref in cond.references() if not self.path(ref, extra)]
-        return out + [f"{'.'.join(ref)}: {self.why(ref)}" for ref in bad]
+    def condition(self, cond: Condition, extra: frozenset[str] = frozenset()) -> list[Found]:
+        out = [found for guard in cond.guards() for found in self.guard(guard)]
+        for part in cond.cel_parts():
+            out += [(part.line or None, message) for message in self.cel_part(part, extra)]
+        return out
+
+    def guard(self, guard: Guard) -> list[Found]:
+        out: list[Found] = []
+        for test in guard.tests:
+            for i, path in enumerate(test.reads):
+                if not self.path(path, frozenset()):
+                    bound = f"{'.'.join(path)}: " if i else ""  # a constant the range names
+                    out.append((test.line, f"guard: {test.key}: {bound}{self.why(path)}"))
+            band = self.bands.get(test.reads[0][1]) if test.labels else None
+            if band is not None and (odd := [x for x in test.labels if x not in band]):
+                labels = ", ".join(band)
+                out += [(test.line, f"guard: {test.key}: no label {x!r} ({labels})") for x in odd]
+        return out
+
+    def cel_part(self, part: Cel, extra: frozenset[str]) -> list[str]:
+        names = part.program.variables()
+        out = [
+            f"at_raise: {self.why(('at_raise',))}"
+            for name in names
+            if name == "at_raise" and name not in extra
+        ]
+        asked: set[str] = set()
+        failures: list[str] = []
+        for probe in self.probes():
+            looked_up, failure = _try(part, probe)
+            asked |= looked_up
+            failures += [failure] if failure and failure not in failures else []
+        # A name CEL looked up is free; one it did not was bound by a macro (`exists(s, ..)`).
+        unknown = [n for n in names if n not in conditions.VARIABLES and n in asked]
+        out += [f"unknown variable {n!r}" for n in unknown]
+        return out if unknown else out + failures
+
+    def probes(self) -> tuple[cel.Context, ...]:
+        """Two windows with every value the model and the pack name: all high, all low.
+
+        Between them they pass most comparisons either way, so that CEL's short-circuits
+        leave little of an expression untried.
+        """
+        if not self._probes:
+            self._probes = (self._probe(_HIGH, top=True), self._probe(_LOW, top=False))
+        return self._probes
+
+    def _probe(self, stat: Mapping[str, float], *, top: bool) -> cel.Context:
+        window: dict[str, object] = {
+            "asset": "probe",
+            "score": stat["mean"],
+            "threshold": 1.0,
+            "ratio": stat["mean"],
+            "anomalous": top,
+            "contrib": dict.fromkeys(self.signals, stat["change_pct"] / 100),
+            "probs": dict.fromkeys(self.classes, float(top)),
+            "stats": {s: dict(stat) for s in self.signals},
+            "top_class": self.classes[0] if self.classes else "unknown",
+            "top_prob": float(top),
+            "meta": dict.fromkeys(_META, "probe"),
+            "k": dict(self.constants),
+            "band": {name: labels[-1 if top else 0] for name, labels in self.bands.items()},
+            "flag": dict.fromkeys(self.flags, top),
+        }
+        window["at_raise"] = {root: window[root] for root in RAISED}
+        return cel.Context(window)
 
     def template(self, tmpl: Template, extra: frozenset[str]) -> list[str]:
         return [
@@ -141,4 +227,31 @@ class _Known:
         return "names no value"
 
 
+def _try(part: Cel, probe: cel.Context) -> tuple[set[str], str]:
+    """Evaluate once: the names CEL looked up, and what is wrong ("" where nothing is).
+
+    Only what no value of a real window could mend is wrong: a missing key, unlike types, a
+    result that is not a boolean. Arithmetic on the trial numbers (`int(x) / int(y)` on the
+    low window) proves nothing.
+    """
+    asked: set[str] = set()
+
+    def ask(name: str) -> None:
+        asked.add(name)  # and None: CEL takes the value from the context, if it is there
+
+    probe.set_variable_resolver(ask)
+    try:
+        result = part.program.execute(probe)
+    except LookupError as exc:
+        key = exc.args[0] if exc.args else exc
+        return asked, f"no key {key!r} in a window that has every value of the model and pack"
+    except TypeError as exc:
+        return asked, f"fails on a window that has every value of the model and pack: {exc}"
+    except (ArithmeticError, ValueError, RuntimeError):
+        return asked, ""
+    return asked, "" if isinstance(result, bool) else f"gives {result!r}, not true or false"
+
+
 _STAT_FIELDS = SignalStats._fields
+_HIGH = dict(zip(_STAT_FIELDS, (1000.0, 1001.0, 900.0, 1100.0, 10.0, 950.0, 100.0), strict=True))
+_LOW = dict(zip(_STAT_FIELDS, (0.001, 0.0011, 0.0005, 0.0015, -10.0, 0.0009, -100.0), strict=True))

@@ -20,18 +20,13 @@ import structlog
 from edge_agent.core import metrics
 from edge_agent.core.errors import RuleError
 from edge_agent.core.logs import RateLimited
-from edge_agent.core.readings import SignalStats, WindowResult
-from edge_agent.rules import conditions
+from edge_agent.core.readings import WindowResult
 from edge_agent.rules.check import check_pack
-from edge_agent.rules.pack import (
-    PackError,
-    Rule,
-    RulePack,
-    Severity,
-    load_pack,
-)
+from edge_agent.rules.conditions import Condition
+from edge_agent.rules.pack import PackError, Rule, RulePack, Severity, load_pack
 from edge_agent.rules.recommendation import Recommendation, Report
 from edge_agent.rules.settings import AssetMeta, AssetSettings
+from edge_agent.rules.window import Scope, Window
 
 __all__ = ["Advisor", "AssetMeta", "Recommendation", "RulePack", "load_pack"]
 
@@ -47,7 +42,7 @@ class _Active:
     severity: Severity
     due_within_h: float
     # The raising window's values: clear and escalate conditions read them as `at_raise`
-    # (kept whole, not projected, so a reloaded pack may read other paths of them).
+    # (every root they may name, whole, so a reloaded pack may read other paths of them).
     at_raise: dict[str, object]
 
 
@@ -104,7 +99,7 @@ class Advisor:
         self._pending: list[Recommendation] = []
         self._errors = RateLimited(60.0)
         self._pack = self._checked(pack)
-        self._projection = conditions.Projection(pack_conditions(pack))
+        self._scope = Scope(pack.constants)
 
     @property
     def pack(self) -> RulePack:
@@ -146,7 +141,7 @@ class Advisor:
             if state.review.hits.maxlen != pack.review.debounce.m:
                 state.review.hits = deque(maxlen=pack.review.debounce.m)
         self._pack = pack
-        self._projection = conditions.Projection(pack_conditions(pack))
+        self._scope = Scope(pack.constants)
         log.info("rule pack replaced", pack=pack.name, version=pack.version, rules=len(pack.rules))
 
     def evaluate(self, results: Sequence[WindowResult]) -> list[Recommendation]:
@@ -191,14 +186,11 @@ class Advisor:
                 history.cleared.clear()
             state.review.hits.clear()
         state.last_ts = max(state.last_ts, result.ts)
-        values = activation(result, self._classes, state.meta, self._pack)
-        ctx = conditions.Window(self._projection, values)
-        flags = {
-            f.name: self._check(f"flag:{f.name}", "when", f.when, ctx, result.asset)
+        w = Window(result, self._classes, state.meta, self._pack, self._scope)
+        w.flags = {
+            f.name: self._check(f"flag:{f.name}", "when", f.when, w, result.asset)
             for f in self._pack.flags
         }
-        values["flag"] = flags
-        ctx.add_variable("flag", flags)
         any_active = False
         for rule in self._pack.rules:
             rs = state.rules.get(rule.id)
@@ -206,11 +198,11 @@ class Advisor:
                 rs = state.rules[rule.id] = _RuleState(
                     deque(maxlen=rule.debounce.m), deque(maxlen=rule.clear_debounce.m)
                 )
-            rec = self._step(rule, rs, result, values, ctx, state.rules)
+            rec = self._step(rule, rs, w, state.rules)
             if rec is not None:
                 out.append(rec)
             any_active = any_active or rs.active is not None
-        rec = self._review(state.review, result, values, ctx, any_active)
+        rec = self._review(state.review, w, any_active)
         if rec is not None:
             out.append(rec)
 
@@ -218,16 +210,12 @@ class Advisor:
         self,
         rule_id: str,
         name: str,
-        cond: conditions.Condition,
-        ctx: conditions.Window,
+        cond: Condition,
+        w: Window,
         asset: str,
     ) -> bool:
-        # Most conditions settle without CEL (rules/shortcut.py): only where CEL would give
-        # the same boolean without an error, so there is nothing to count or log.
-        if (settled := cond.shortcut(ctx.values)) is not None:
-            return settled
         try:
-            return ctx.evaluate(cond)
+            return cond.holds(w)
         except RuleError as exc:
             metrics.RULE_ERRORS.labels(rule_id).inc()
             if (held := self._errors.allow(f"{rule_id}:{name}")) is not None:
@@ -245,9 +233,7 @@ class Advisor:
         self,
         rule: Rule,
         rs: _RuleState,
-        result: WindowResult,
-        values: dict[str, object],
-        ctx: conditions.Window,
+        w: Window,
         others: Mapping[str, _RuleState],
     ) -> Recommendation | None:
         if rs.active is None:
@@ -256,19 +242,13 @@ class Advisor:
             ):
                 rs.raised.clear()  # a related rule already speaks for this fault
                 return None
-            return self._idle(rule, rs, result, values, ctx)
-        return self._active(rule, rs, result, values, ctx)
+            return self._idle(rule, rs, w)
+        return self._active(rule, rs, w)
 
-    def _idle(
-        self,
-        rule: Rule,
-        rs: _RuleState,
-        result: WindowResult,
-        values: dict[str, object],
-        ctx: conditions.Window,
-    ) -> Recommendation | None:
+    def _idle(self, rule: Rule, rs: _RuleState, w: Window) -> Recommendation | None:
+        result = w.result
         asset, ts = result.asset, result.ts
-        hit = self._check(rule.id, "raise", rule.raise_when, ctx, asset)
+        hit = self._check(rule.id, "raise", rule.raise_when, w, asset)
         rs.raised.append(hit)
         # A count reaching n always empties the history below, so only a hit can reach it:
         # no need to sum up to `m` windows on every miss.
@@ -286,40 +266,32 @@ class Advisor:
                     suppressed=held,
                 )
             return None
-        ctx.add_variable("at_raise", self._projection.part("at_raise", values))
-        severity, due = self._severity(rule, ctx, asset)
-        rec = self._report.raised(rule, result, values, severity, due, escalated_from=None)
-        rs.active = _Active(rec.id, ts, severity, due, values)
+        w.at_raise = raised = w.raised()
+        severity, due = self._severity(rule, w, asset)
+        rec = self._report.raised(rule, result, w, severity, due, escalated_from=None)
+        rs.active = _Active(rec.id, ts, severity, due, raised)
         rs.cleared.clear()
         log.info(
             "recommendation raised", asset=asset, rule=rule.id, severity=severity.label, id=rec.id
         )
         return rec
 
-    def _active(
-        self,
-        rule: Rule,
-        rs: _RuleState,
-        result: WindowResult,
-        values: dict[str, object],
-        ctx: conditions.Window,
-    ) -> Recommendation | None:
-        asset, ts, active = result.asset, result.ts, rs.active
+    def _active(self, rule: Rule, rs: _RuleState, w: Window) -> Recommendation | None:
+        result, active = w.result, rs.active
+        asset, ts = result.asset, result.ts
         assert active is not None
-        ctx.add_variable("at_raise", self._projection.part("at_raise", active.at_raise))
-        rs.cleared.append(self._check(rule.id, "clear", rule.clear_when, ctx, asset))
+        w.at_raise = active.at_raise
+        rs.cleared.append(self._check(rule.id, "clear", rule.clear_when, w, asset))
         if sum(rs.cleared) >= rule.clear_debounce.n:
             rs.active = None
             rs.cleared.clear()
             rs.cooldown_until = ts + rule.cooldown_s
             log.info("recommendation resolved", asset=asset, rule=rule.id, id=active.id)
-            return self._report.resolved(rule, result, values, active.id, active.since)
-        severity, due = self._severity(rule, ctx, asset)
+            return self._report.resolved(rule, result, w, active.id, active.since)
+        severity, due = self._severity(rule, w, asset)
         if severity <= active.severity:
             return None
-        rec = self._report.raised(
-            rule, result, values, severity, due, escalated_from=active.severity
-        )
+        rec = self._report.raised(rule, result, w, severity, due, escalated_from=active.severity)
         log.info(
             "recommendation escalated",
             asset=asset,
@@ -330,23 +302,16 @@ class Advisor:
         rs.active = _Active(rec.id, active.since, severity, due, active.at_raise)
         return rec
 
-    def _severity(self, rule: Rule, ctx: conditions.Window, asset: str) -> tuple[Severity, float]:
+    def _severity(self, rule: Rule, w: Window, asset: str) -> tuple[Severity, float]:
         severity, due = rule.severity, rule.due_within_h
         for esc in rule.escalate:
-            if esc.severity > severity and self._check(rule.id, "escalate", esc.when, ctx, asset):
+            if esc.severity > severity and self._check(rule.id, "escalate", esc.when, w, asset):
                 severity = esc.severity
                 due = esc.due_within_h if esc.due_within_h is not None else due
         return severity, due
 
-    def _review(
-        self,
-        rv: _ReviewState,
-        result: WindowResult,
-        values: dict[str, object],
-        ctx: conditions.Window,
-        any_active: bool,
-    ) -> Recommendation | None:
-        policy = self._pack.review
+    def _review(self, rv: _ReviewState, w: Window, any_active: bool) -> Recommendation | None:
+        policy, result = self._pack.review, w.result
         if rv.open:
             rv.quiet = 0 if result.anomalous else rv.quiet + 1
             if rv.quiet >= policy.clear_windows:
@@ -354,23 +319,15 @@ class Advisor:
                 rv.cooldown_until = result.ts + policy.cooldown_s
             return None
         # A rule that already explains the anomaly makes a review pointless.
-        hit = not any_active and self._check("needs_review", "when", policy.when, ctx, result.asset)
+        hit = not any_active and self._check("needs_review", "when", policy.when, w, result.asset)
         rv.hits.append(hit)
         if sum(rv.hits) < policy.debounce.n or result.ts < rv.cooldown_until:
             return None
         rv.hits.clear()
         rv.open, rv.quiet = True, 0
-        rec = self._report.review(policy, result, values)
-        log.info("needs review", asset=result.asset, id=rec.id, top_class=values["top_class"])
+        rec = self._report.review(policy, result, w)
+        log.info("needs review", asset=result.asset, id=rec.id, top_class=w["top_class"])
         return rec
-
-
-def pack_conditions(pack: RulePack) -> list[conditions.Condition]:
-    """Every condition of a pack: flags, rules (raise, clear, escalations), needs_review."""
-    out = [f.when for f in pack.flags]
-    for rule in pack.rules:
-        out += [rule.raise_when, rule.clear_when, *(e.when for e in rule.escalate)]
-    return [*out, pack.review.when]
 
 
 def _meta_lookup(
@@ -381,51 +338,3 @@ def _meta_lookup(
     table = dict(assets or {})
     default = AssetMeta()
     return lambda asset: table.get(asset, default)
-
-
-def _stats_values(st: SignalStats) -> dict[str, object]:
-    """`st._asdict()`, spelt out.
-
-    A dict display is twice as fast, and this runs per signal and window
-    (tests/test_rules_shortcut.py keeps it equal to `_asdict`).
-    """
-    mean, rms, lo, hi, slope, baseline, change_pct = st
-    return {
-        "mean": mean,
-        "rms": rms,
-        "min": lo,
-        "max": hi,
-        "slope": slope,
-        "baseline": baseline,
-        "change_pct": change_pct,
-    }
-
-
-def activation(
-    result: WindowResult,
-    classes: Sequence[str],
-    meta: Mapping[str, object],
-    pack: RulePack,
-) -> dict[str, object]:
-    """The values conditions and templates see for one window."""
-    probs = {c: float(result.probs.get(c, 0.0)) for c in classes}
-    # The first class of the highest probability, as max() over the items in class order.
-    top_class = max(probs, key=probs.__getitem__) if probs else "unknown"
-    top_prob = probs[top_class] if probs else 0.0
-    threshold = float(result.threshold)
-    values: dict[str, object] = {
-        "asset": result.asset,
-        "score": float(result.score),
-        "threshold": threshold,
-        "ratio": float(result.score) / threshold if threshold > 0 else math.inf,
-        "anomalous": result.anomalous,
-        "contrib": {s: float(v) for s, v in result.contrib.items()},
-        "probs": probs,
-        "stats": {s: _stats_values(st) for s, st in result.stats.items()},
-        "top_class": top_class,
-        "top_prob": top_prob,
-        "meta": dict(meta),
-        "k": pack.constants,
-    }
-    values["band"] = {b.name: b.label(values) for b in pack.bands}
-    return values

@@ -13,7 +13,8 @@ from typing import Any, Literal
 import msgspec
 
 from edge_agent.core.readings import WindowResult, new_id
-from edge_agent.rules.pack import ReviewPolicy, Rule, Severity
+from edge_agent.rules.parts import ReviewPolicy, Rule, Severity
+from edge_agent.rules.templates import lookup
 
 SCHEMA_ID = "edge-agent/recommendation/v1"
 SCHEMA_FILE = "recommendation-v1.schema.json"
@@ -54,15 +55,6 @@ def _num(value: object) -> float | None:
     if isinstance(value, int | float) and math.isfinite(value):
         return float(value)
     return None
-
-
-def _lookup(values: Mapping[str, object], dotted: str) -> object:
-    node: object = values
-    for key in dotted.split("."):
-        if not isinstance(node, Mapping) or key not in node:
-            return None
-        node = node[key]
-    return node
 
 
 class Report:
@@ -151,7 +143,7 @@ class Report:
             "action": {"text": rule.advice.render(text), "due_within_h": due_within_h},
             "rule_pack": {"name": rule.pack_name, "version": rule.pack_version},
             "rule_id": rule.id,
-            "evidence": {e: _json_value(_lookup(values, e)) for e in rule.evidence},
+            "evidence": {e: _json_value(lookup(values, e.split("."))) for e in rule.evidence},
         }
         if escalated_from is not None:
             payload["escalated_from"] = escalated_from.label
@@ -179,7 +171,7 @@ class Report:
             "rule_id": rule.id,
             "resolves": raise_id,
             "active_since": _iso(since),
-            "evidence": {e: _json_value(_lookup(values, e)) for e in rule.evidence},
+            "evidence": {e: _json_value(lookup(values, e.split("."))) for e in rule.evidence},
         }
         return Recommendation("resolved", result.asset, "info", str(payload["id"]), payload)
 

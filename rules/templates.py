@@ -8,7 +8,7 @@ optional numeric format spec from a short whitelist.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from edge_agent.core.errors import RuleError
@@ -52,7 +52,7 @@ class Template:
             if isinstance(part, str):
                 out.append(part)
                 continue
-            out.append(_format(_lookup(values, part.path), part.spec))
+            out.append(_format(lookup(values, part.path), part.spec))
         return "".join(out)
 
 
@@ -94,7 +94,11 @@ def unknown_placeholders(template: Template, known: Callable[[tuple[str, ...]], 
     return [p.name for p in template.placeholders if not known(p.path)]
 
 
-def _lookup(values: Mapping[str, object], path: tuple[str, ...]) -> object:
+def lookup(values: Mapping[str, object], path: Sequence[str]) -> object:
+    """The value at a dotted path through nested mappings; None where a key is missing.
+
+    The one path walk of the package: templates, evidence and bands read values with it.
+    """
     node: object = values
     for key in path:
         if not isinstance(node, Mapping) or key not in node:

@@ -27,7 +27,7 @@ bands:
     edges: [zone_c, limit]
     labels: [ok, C, D]
 flags:
-  running: stats.current.mean > 3.0
+  running: {guard: {stats: {current.mean: {at_least: 3.0}}}}
 needs_review:
   when: anomalous && top_prob < 0.5
   title: "review {asset}"
@@ -38,7 +38,12 @@ rules:
   - id: bearing
     fault: bearing_wear
     severity: warning
-    raise: flag.running && probs.bearing_wear > 0.5 && stats.vibration.mean > k.limit
+    raise:
+      guard:
+        flag: running
+        probs: {bearing_wear: {at_least: 0.5}}
+        stats: {vibration.mean: {at_least: k.limit}}
+      cel: score > 0.5 && band.zone != "ok"
     clear: probs.bearing_wear < 0.2
     title: "bearing wear on {asset}"
     explanation: "vibration {stats.vibration.change_pct:+.0f}%, zone {band.zone}"
@@ -89,20 +94,15 @@ def test_good_pack_loads(tmp_path: Path) -> None:
             "unknown field 'sevrity'",
         ),
         ("version: 1.2.0", "version: 1.2.0\ncolour: red", "colour", "unknown field 'colour'"),
-        ("> 0.5 &&", "> 0.5 &&&", "raise:", "raise: does not compile"),
+        ("> 0.5 &&", "> 0.5 &&&", "cel:", "raise.cel: does not compile"),
+        ("vibration.mean: {", "speed.mean: {", "speed.mean", "the model has no signal 'speed'"),
         (
-            "stats.vibration.mean >",
-            "stats.speed.mean >",
-            "raise:",
-            "the model has no signal 'speed'",
-        ),
-        (
-            "probs.bearing_wear < 0.2",
-            "probs.bearing < 0.2",
-            "clear:",
+            "{bearing_wear: {at_least",
+            "{bearing: {at_least",
+            "probs: {bearing",
             "the model has no class 'bearing'",
         ),
-        ("k.limit", "k.limmit", "raise:", "no constant 'limmit'"),
+        ("k.limit", "k.limmit", "k.limmit", "no constant 'limmit'"),
         ("fault: bearing_wear", "fault: bearing_war", "fault:", "not a class of the model"),
         (
             "{stats.vibration.change_pct:+.0f}",
@@ -129,23 +129,25 @@ def test_good_pack_loads(tmp_path: Path) -> None:
         ("    severity: warning", "    severity: dire", "severity: dire", "'dire' is not one of"),
         ("when: anomalous", "when: anomalus", "when:", "unknown variable 'anomalus'"),
         (
-            "flag.running &&",
-            "at_raise.stats.vibration.mean > 1.0 &&",
-            "raise:",
+            "cel: score",
+            "cel: at_raise.stats.vibration.mean > 1.0 && score",
+            "cel:",
             "in clear or escalate only",
         ),
+        # Paths in CEL are checked by evaluating it on windows that have every value.
         (
             "clear: probs.bearing_wear < 0.2",
             "clear: probs.bearing_wear < 0.2 && at_raise.stats.speed.mean > 1.0",
             "clear:",
-            "at_raise.stats.speed.mean",
+            "no key 'speed'",
         ),
+        ("clear: probs.bearing_wear", "clear: probs.bearing", "clear:", "no key 'bearing'"),
         ("edges: [zone_c,", "edges: [zone_x,", "edges:", "no constant 'zone_x'"),
         ("[ok, C, D]", "[ok, C]", "labels:", "2 edges need 3 labels"),
         ("[zone_c, limit]", "[limit, zone_c]", "edges:", "edges: must ascend"),
         ("of: stats.vibration.mean", "of: stats.speed.mean", "of:", "no signal 'speed'"),
-        ("running: stats.current", "running: stats.curent", "running:", "no signal 'curent'"),
-        ("flag.running &&", "flag.runing &&", "raise:", "no flag 'runing'"),
+        ("{current.mean", "{curent.mean", "running:", "no signal 'curent'"),
+        ("flag: running", "flag: runing", "flag: runing", "no flag 'runing'"),
         ("{band.zone}", "{band.zones}", 'explanation: "vib', "no band 'zones'"),
         (
             "    evidence:",
@@ -174,15 +176,15 @@ def test_all_errors_of_a_stage_are_reported_not_just_the_first(tmp_path: Path) -
     text = text.replace("clear: probs.bearing_wear", "clear: probs.bearing_wear (")
     problems = problems_of(tmp_path, text)
     assert [p.line for p in problems] == sorted(
-        {line_of(text, "raise:"), line_of(text, "clear:"), line_of(text, "inspect")}
+        {line_of(text, "cel:"), line_of(text, "clear:"), line_of(text, "inspect")}
     )
-    text = GOOD.replace("stats.vibration.mean >", "stats.speed.mean >")
+    text = GOOD.replace("vibration.mean: {", "speed.mean: {")
     text = text.replace('{due}"\n    due', '{x}"\n    due').replace(
         "fault: bearing_wear", "fault: x"
     )
     problems = problems_of(tmp_path, text)
     assert sorted(p.line for p in problems) == sorted(
-        [line_of(text, "raise:"), line_of(text, "inspect"), line_of(text, "fault:")]
+        [line_of(text, "speed.mean"), line_of(text, "inspect"), line_of(text, "fault:")]
     )
 
 
@@ -237,7 +239,7 @@ def test_rules_check_prints_every_error_and_exits_non_zero(
     path = write(tmp_path, GOOD.replace("> 0.5 &&", "> 0.5 &&&"))
     assert run_cli(["rules", "check", str(path)]) == 1
     err = capsys.readouterr().err.splitlines()
-    assert err[0].startswith(f"{path}:{line_of(GOOD, 'raise:')}: rules.0.raise: does not compile")
+    assert err[0].startswith(f"{path}:{line_of(GOOD, 'cel:')}: rules.0.raise.cel: does not compile")
 
 
 def test_templates_fill_numbers_and_refuse_python() -> None:

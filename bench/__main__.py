@@ -14,6 +14,7 @@ BENCHES = {
     "ingest": "bench.ingest",
     "opcua": "bench.bench_opcua",
     "models": "bench.bench_models",
+    "learn": "bench.bench_learn",
     "rules": "bench.bench_rules",
     "retention": "bench.bench_retention",
     "outbox": "bench.bench_outbox",

@@ -15,6 +15,10 @@ class ConnectorError(EdgeAgentError):
     """A connector could not reach, or talk to, the outside world."""
 
 
+class DataError(EdgeAgentError):
+    """Data given to fit a model cannot make one; the message names file, line and column."""
+
+
 class ModelError(EdgeAgentError):
     """A model file, its manifest or a backend is unusable."""
 

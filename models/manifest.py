@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -13,6 +14,11 @@ from edge_agent.core.errors import ModelError
 
 SCHEMA = "edge-agent/model-manifest/v1"
 MANIFEST_FILE = "manifest.json"
+
+# What a signal measures; a learned model's tolerances and the learned rule pack read it.
+Role = Literal[
+    "vibration", "current", "voltage", "pressure", "flow", "temperature", "speed", "other"
+]
 
 
 class _Model(BaseModel):
@@ -55,6 +61,17 @@ class Training(_Model):
     metrics: dict[str, float | int | str] = Field(description="Figures from the run.")
 
 
+class Adapt(_Model):
+    """How a learned model's baseline follows a healthy asset (scorer and advisor apply it)."""
+
+    alpha: float = Field(
+        ge=0, lt=1, description="Baseline EWMA rate per window: mu += alpha * (mean - mu)."
+    )
+    below: float = Field(
+        gt=0, le=1, description="The baseline adapts only while score / threshold is below this."
+    )
+
+
 class Manifest(_Model):
     """`manifest.json` of a model: input and output schema plus its artifacts."""
 
@@ -74,6 +91,15 @@ class Manifest(_Model):
     outputs: dict[str, list[int | None]] = Field(description="Output name -> shape.")
     artifacts: list[Artifact] = Field(min_length=1, description="Model files.")
     training: Training = Field(description="Provenance.")
+    kind: Literal["classifier", "learned"] = Field(
+        "classifier",
+        description="`classifier`: trained with named fault classes; `learned`: fitted on one "
+        "machine's normal operation, explaining by signal and direction only.",
+    )
+    roles: list[Role] | None = Field(None, description="Role of each signal, in signal order.")
+    units: list[str] | None = Field(None, description="Unit of each signal, in signal order.")
+    adapt: Adapt | None = Field(None, description="Baseline adaptation of a learned model.")
+    description: str | None = Field(None, description="What the model is, in words.")
     directory: Path = Field(Path(), exclude=True, description="Where the files are.")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -134,9 +160,25 @@ def load_manifest(path: Path | None = None) -> Manifest:
         manifest.normalisation.std
     ) != len(manifest.signals):
         raise ModelError(f"{where}: normalisation needs one mean and one std per signal")
+    values = [*manifest.normalisation.mean, *manifest.normalisation.std]
+    if not all(math.isfinite(v) for v in values) or min(manifest.normalisation.std) <= 0:
+        raise ModelError(f"{where}: normalisation must be finite, with every std above zero")
+    _check_learned(manifest, where)
     for art in manifest.artifacts:
         verify_artifact(manifest.directory / art.file, art)
     return manifest
+
+
+def _check_learned(manifest: Manifest, where: Path) -> None:
+    """The per-signal lists match the signals; a learned model states its roles and adaptation."""
+    for field in ("roles", "units"):
+        values = getattr(manifest, field)
+        if values is not None and len(values) != len(manifest.signals):
+            raise ModelError(
+                f"{where}: {field} has {len(values)} entries for {len(manifest.signals)} signals"
+            )
+    if manifest.kind == "learned" and (manifest.roles is None or manifest.adapt is None):
+        raise ModelError(f"{where}: a learned model needs `roles` and `adapt`")
 
 
 def verify_artifact(path: Path, art: Artifact) -> None:

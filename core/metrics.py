@@ -142,6 +142,39 @@ DEADLETTER_DROPPED = Counter(
     "Rejected messages not republished to the dead-letter topic (not connected, backlog).",
     registry=REGISTRY,
 )
+DEADLETTER_CUT = Counter(
+    "edge_deadletter_cut_total",
+    "Dead letters republished cut short, by what: payload (beyond EDGE_INGEST__MAX_PAYLOAD_BYTES) "
+    "or topic (beyond MQTT's 65,535 bytes).",
+    ["what"],
+    registry=REGISTRY,
+)
+OUTBOX_ASIDE = Counter(
+    "edge_outbox_aside_total",
+    "Outbox messages that can never be delivered, moved aside (kept for inspection), by "
+    "priority and reason (topic_too_long, topic_invalid, too_large, refused, publish_error).",
+    ["priority", "reason"],
+    registry=REGISTRY,
+)
+ASSETS_TRACKED = Gauge(
+    "edge_assets_tracked",
+    "Assets holding state, by part: frames (EDGE_FRAMES__MAX_ASSETS), retention, clocks "
+    "(the ingest timestamp check).",
+    ["part"],
+    registry=REGISTRY,
+)
+ASSETS_EVICTED = Counter(
+    "edge_assets_evicted_total",
+    "Assets whose state was freed, by part and reason (idle: nothing for the idle time).",
+    ["part", "reason"],
+    registry=REGISTRY,
+)
+RULE_STATE_ERRORS = Counter(
+    "edge_rule_state_errors_total",
+    "Rule state (open incidents, cooldowns) that could not be saved or read, by operation.",
+    ["op"],
+    registry=REGISTRY,
+)
 RECOMMENDATIONS_SUPPRESSED = Counter(
     "edge_recommendations_suppressed_total",
     "Raises a rule held back, by reason (cooldown).",

@@ -3,6 +3,8 @@
 Replay order: priority class (highest first), then time; messages of one class keep their
 order, so per-asset order holds within a class. When full, the lowest class is dropped
 first, oldest first within a class; every drop is counted (`OUTBOX_DROPPED`) and logged.
+A message that can never be delivered never blocks the queue: it is moved aside (aside.py),
+checked as it comes in and again when publishing it fails for a reason of its own.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from edge_agent.core import metrics
 from edge_agent.core.errors import ConnectorError
 from edge_agent.core.logs import RateLimited
 from edge_agent.core.readings import Outgoing, Priority
+from edge_agent.daemon.outbox.aside import Aside, AsideLog, Undeliverable, check
 from edge_agent.daemon.outbox.settings import OutboxSettings
 from edge_agent.daemon.outbox.store import StorageError, Store
 
@@ -35,6 +38,7 @@ _RETRY_MAX_S: Final = 30.0
 _RECOVER_EVERY_S: Final = 1.0  # how often a degraded outbox tries its file again
 _CLASSES: Final = sorted(Priority, reverse=True)  # replay order: highest class first
 _T = TypeVar("_T")
+_Item = tuple[int | None, Outgoing, Undeliverable]  # (row in the file or None, message, why)
 
 
 class Outbox(Protocol):
@@ -134,34 +138,35 @@ def count_drop(msg: Outgoing, where: str, limited: RateLimited, why: str) -> Non
         )
 
 
-async def publish_batch(sink: Sink, batch: Sequence[Outgoing]) -> list[Outgoing]:
-    """Publish a batch concurrently (paho keeps their order); return those acknowledged.
+async def publish_batch(
+    sink: Sink, batch: Sequence[Outgoing]
+) -> tuple[list[Outgoing], list[tuple[Outgoing, Undeliverable]]]:
+    """Publish a batch concurrently (paho keeps their order).
 
-    A message the broker refuses (MQTT 5 reason >= 0x80) will never be accepted: it
-    counts as done, and is counted and logged as refused.
+    Returns the messages acknowledged, and those that can never be delivered with why: the
+    broker refused them (MQTT 5 reason >= 0x80; also counted as refused), or publishing
+    raised something other than a ConnectorError (which is about the link, not the message:
+    those are left for the next try).
     """
     from edge_agent.connectors.mqtt import PublishRefusedError  # noqa: PLC0415 - no import cycle
 
     results = await asyncio.gather(*(sink.publish(m) for m in batch), return_exceptions=True)
     done: list[Outgoing] = []
+    bad: list[tuple[Outgoing, Undeliverable]] = []
     for msg, result in zip(batch, results, strict=True):
         if result is None:
             done.append(msg)
         elif isinstance(result, PublishRefusedError):
             metrics.OUTBOX_REFUSED.labels(msg.priority.name.lower()).inc()
-            log.error(
-                "outbox_refused",
-                topic=msg.topic,
-                msg_id=msg.msg_id,
-                asset=msg.key,
-                error=str(result),
-            )
-            done.append(msg)
+            bad.append((msg, Undeliverable("refused", str(result))))
         elif isinstance(result, ConnectorError):
-            log.warning("outbox_publish_failed", topic=msg.topic, error=str(result))
+            log.warning("outbox_publish_failed", topic=msg.topic[:200], error=str(result))
+        elif isinstance(result, Exception):
+            detail = f"{type(result).__name__}: {result}"
+            bad.append((msg, Undeliverable("publish_error", detail)))
         else:
             raise result
-    return done
+    return done, bad
 
 
 class SqliteOutbox:
@@ -185,6 +190,7 @@ class SqliteOutbox:
         self._next_recovery = 0.0
         self._inflight: frozenset[int] = frozenset()
         self._acked_undeleted: set[int] = set()  # published, delete failed: never re-send
+        self._aside = AsideLog()
         try:
             self._store.open()
         except StorageError as exc:
@@ -249,10 +255,20 @@ class SqliteOutbox:
         self._gauges()
 
     async def put(self, msgs: Sequence[Outgoing]) -> None:
-        """Commit messages to the file (or, degraded, to memory) before returning."""
+        """Commit messages to the file (or, degraded, to memory) before returning.
+
+        A message that can never be delivered is moved aside instead (aside.py).
+        """
         if not msgs:
             return
         await self._recover()
+        verdicts = [(m, check(m, self._settings.max_bytes)) for m in msgs]
+        bad = [(None, m, why) for m, why in verdicts if why is not None]
+        if bad:
+            await self._move_aside(bad)
+            msgs = [m for m, why in verdicts if why is None]
+            if not msgs:
+                return
         if self._degraded is None:
             try:
                 dropped = await self._call(self._store.insert, list(msgs), self._inflight)
@@ -266,6 +282,33 @@ class SqliteOutbox:
         self._mem.push(msgs)
         self._gauges()
         self._ready.set()
+
+    async def _move_aside(
+        self, items: Sequence[tuple[int | None, Outgoing, Undeliverable]]
+    ) -> None:
+        """Take messages out of the queue for good, keeping a bounded copy of each."""
+        seqs = [seq for seq, _, _ in items if seq is not None]
+        where = f"{self._store.path} table aside"
+        copies = [self._aside.note(m, why, where) for _, m, why in items]
+        kept = False
+        if self._store.is_open and self._degraded is None:
+            try:
+                kept = await self._call(self._store.move_aside, seqs, copies)
+            except StorageError as exc:
+                self._degrade(exc)
+                if seqs:
+                    self._acked_undeleted.update(seqs)  # never re-sent; deleted on recovery
+        elif seqs:
+            self._acked_undeleted.update(seqs)
+        if not kept:
+            self._aside.keep_in_memory(copies)
+        self._mem.remove([m for seq, m, _ in items if seq is None])
+        self._gauges()
+
+    @property
+    def aside(self) -> list[Aside]:
+        """Copies held in memory of messages moved aside while the file could not keep them."""
+        return list(self._aside.memory)
 
     async def _next(self, n: int) -> list[tuple[int | None, Outgoing]]:
         if self._store.is_open:
@@ -287,14 +330,20 @@ class SqliteOutbox:
             items = await self._next(sink.window)
             if not items:
                 timeout = _RECOVER_EVERY_S if self._degraded is not None else None
+                # Not asyncio.wait_for: under 3.11 it swallows a cancellation that arrives as
+                # the event is set, and this loop would then never stop.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._ready.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._ready.wait()
                 continue
             self._inflight = frozenset(seq for seq, _ in items if seq is not None)
             try:
-                done = await publish_batch(sink, [m for _, m in items])
+                done, bad = await publish_batch(sink, [m for _, m in items])
             finally:
                 self._inflight = frozenset()
+            if bad:
+                seq_of = {id(m): seq for seq, m in items}
+                await self._move_aside([(seq_of[id(m)], m, why) for m, why in bad])
             acked = {id(m) for m in done}
             seqs = [seq for seq, m in items if seq is not None and id(m) in acked]
             self._mem.remove([m for seq, m in items if seq is None and id(m) in acked])
@@ -305,7 +354,7 @@ class SqliteOutbox:
                     self._acked_undeleted.update(seqs)
                     self._degrade(exc)
             self._gauges()
-            if len(done) < len(items):
+            if len(done) + len(bad) < len(items):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_S)
             else:

@@ -7,6 +7,11 @@ to `journal_size_limit` after each. When the cap is reached, rows are dropped by
 outbox policy (lowest class first, oldest first within a class, never a message being
 published) until the new one fits; a message of a lower class than everything stored is
 dropped itself.
+
+Messages that can never be delivered are moved aside into the table `aside` (see aside.py):
+at most `ASIDE_MAX_ROWS` rows, newest kept, each holding the first `ASIDE_PAYLOAD_BYTES` of
+its payload and `ASIDE_TOPIC_CHARS` of its topic with their full lengths. Inspect them with
+`sqlite3 outbox.db 'SELECT at, reason, msg_id, topic, payload_bytes FROM aside'`.
 """
 
 from __future__ import annotations
@@ -16,13 +21,17 @@ import datetime as dt
 import errno
 import math
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import structlog
 
 from edge_agent.core.readings import Outgoing, Priority
+
+if TYPE_CHECKING:
+    from edge_agent.daemon.outbox.aside import Aside
 
 log = structlog.get_logger(__name__)
 
@@ -42,7 +51,30 @@ CREATE TABLE IF NOT EXISTS msg (
     retain INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS msg_order ON msg (priority, seq);
+CREATE TABLE IF NOT EXISTS aside (
+    seq INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,  -- when it was moved aside (UTC, ISO 8601)
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    msg_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    topic TEXT NOT NULL,  -- its first ASIDE_TOPIC_CHARS characters
+    topic_chars INTEGER NOT NULL,
+    payload BLOB NOT NULL,  -- its first ASIDE_PAYLOAD_BYTES bytes
+    payload_bytes INTEGER NOT NULL
+);
 """
+ASIDE_MAX_ROWS: Final = 256
+ASIDE_PAYLOAD_BYTES: Final = 16 * 1024
+ASIDE_TOPIC_CHARS: Final = 1024
+_ASIDE_INSERT: Final = (
+    "INSERT INTO aside (at, reason, detail, priority, msg_id, key, topic, topic_chars, payload, "
+    "payload_bytes) VALUES (?,?,?,?,?,?,?,?,?,?)"
+)
+_ASIDE_TRIM: Final = (
+    "DELETE FROM aside WHERE seq NOT IN (SELECT seq FROM aside ORDER BY seq DESC LIMIT ?)"
+)
 _INSERT: Final = (
     "INSERT INTO msg (priority, topic, payload, msg_id, key, qos, retain) VALUES (?,?,?,?,?,?,?)"
 )
@@ -68,6 +100,23 @@ def _kind(exc: sqlite3.Error) -> Kind:
     return "io"
 
 
+def _aside_row(item: Aside) -> tuple[object, ...]:
+    msg = item.msg
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(item.at))
+    return (
+        at,
+        item.why.why,
+        item.why.detail,
+        int(msg.priority),
+        msg.msg_id,
+        msg.key[:ASIDE_TOPIC_CHARS],
+        msg.topic[:ASIDE_TOPIC_CHARS],
+        len(msg.topic),
+        msg.payload[:ASIDE_PAYLOAD_BYTES],
+        len(msg.payload),
+    )
+
+
 def _row(msg: Outgoing) -> tuple[int, str, bytes, str, str, int, int]:
     return (
         int(msg.priority),
@@ -89,6 +138,7 @@ class Store:
         self._sync = synchronous.upper()
         self._db: sqlite3.Connection | None = None
         self.count = 0
+        self.aside = 0  # rows in `aside`
 
     @property
     def is_open(self) -> bool:
@@ -148,6 +198,7 @@ class Store:
         db.execute(f"PRAGMA journal_size_limit={wal_pages * PAGE_SIZE}")
         db.executescript(_SCHEMA)
         self.count = db.execute("SELECT count(*) FROM msg").fetchone()[0]
+        self.aside = db.execute("SELECT count(*) FROM aside").fetchone()[0]
 
     def _move_aside(self) -> Path:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -291,6 +342,34 @@ class Store:
         except sqlite3.Error as exc:
             raise StorageError(_kind(exc), str(exc)) from exc
         return out
+
+    def move_aside(self, seqs: Sequence[int], copies: Sequence[Aside]) -> bool:
+        """Delete stored messages `seqs` and keep `copies` in `aside`, in one transaction.
+
+        Returns whether the copies were kept: when they do not fit the file, the messages
+        are still deleted (a message that can never go must not block its queue).
+        """
+        db = self._conn()
+        for rows in ([_aside_row(c) for c in copies], []):
+            before = db.total_changes
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany("DELETE FROM msg WHERE seq = ?", [(s,) for s in seqs])
+                deleted = db.total_changes - before
+                if rows:
+                    db.executemany(_ASIDE_INSERT, rows)
+                    db.execute(_ASIDE_TRIM, (ASIDE_MAX_ROWS,))
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback(db)
+                if not rows or _kind(exc) != "full":
+                    raise StorageError(_kind(exc), str(exc)) from exc
+                continue
+            self.count = max(0, self.count - deleted)
+            if rows:
+                self.aside = int(db.execute("SELECT count(*) FROM aside").fetchone()[0])
+            return bool(rows)
+        return False  # pragma: no cover - the second round either returns or raises
 
     def delete(self, seqs: Sequence[int]) -> None:
         """Remove acknowledged messages (one transaction)."""

@@ -235,3 +235,159 @@ class OpcUaSettings(Section):
                 "set EDGE_OPCUA__ALLOW_INSECURE=true to allow it"
             )
         return self
+
+
+class SparkplugSettings(Section):
+    """Sparkplug B ingest (used when `sparkplug` is in EDGE_AGENT__SOURCES).
+
+    Reads spBv1.0/<group>/{N,D}{BIRTH,DATA,DEATH}/<node>[/<device>] from the sensor broker
+    (EDGE_MQTT) over a client of its own.
+    """
+
+    env: ClassVar[str] = "EDGE_SPARKPLUG__"  # what errors about this section name
+
+    groups: list[str] = Field(
+        default_factory=lambda: ["+"],
+        description='Sparkplug group ids to read (JSON list); "+" means every group.',
+    )
+    qos: int = Field(0, ge=0, le=2, description="Subscription QoS for Sparkplug topics.")
+    asset: str = Field(
+        "{device}",
+        description="Asset of a device's metrics: a template of {group}, {node} and {device}.",
+    )
+    node_asset: str = Field(
+        "",
+        description="Asset of a node's own metrics (NBIRTH/NDATA): a template of {group} and "
+        "{node}; empty means node metrics are not read.",
+    )
+    signals: dict[str, str] = Field(
+        default_factory=dict,
+        description="Metric name -> signal name (JSON object); empty means every numeric metric "
+        "under its own name. Asset profiles map and scale signals after this.",
+    )
+    ignore: list[str] = Field(
+        default_factory=lambda: ["bdSeq", "Node Control/", "Device Control/", "Properties/"],
+        description="Metric names (a trailing / means a whole folder) that are never readings.",
+    )
+    rebirth_interval_s: float = Field(
+        30.0,
+        gt=0,
+        description="At most one rebirth request (NCMD Node Control/Rebirth) per node in this "
+        "many seconds, sent on data before a birth, an unknown alias or a seq gap.",
+    )
+    host_id: str = Field(
+        "",
+        description="Primary host id: when set, the agent publishes its STATE as a Sparkplug "
+        "3.0 primary host application (spBv1.0/STATE/<host_id>, retained, Will offline).",
+    )
+    max_payload_bytes: int = Field(
+        262_144, ge=64, description="Larger payloads are rejected to the dead-letter topic."
+    )
+    max_metrics: int = Field(
+        100_000,
+        ge=10,
+        description="Metrics learned from births, over all nodes and devices; a birth past it "
+        "is refused (counted) and its data is not read.",
+    )
+    max_buffered: int = Field(
+        200_000,
+        ge=1000,
+        description="Readings held between the connector and the frames; when full, new "
+        "readings are dropped and counted (reason buffer_full).",
+    )
+    deadletter_topic: str = Field(
+        "edge-agent/{gateway}/deadletter",
+        description="Prefix for rejected payloads, republished unchanged to "
+        "<prefix>/<reason>/<original topic>; empty disables republishing.",
+    )
+    log_interval_s: float = Field(
+        10.0, gt=0, description="At most one log line per problem kind per interval."
+    )
+
+    @model_validator(mode="after")
+    def _valid_names(self) -> SparkplugSettings:
+        for group in self.groups:
+            if not group or (group != "+" and any(c in group for c in "/+#")):
+                raise ValueError(f"EDGE_SPARKPLUG__GROUPS: {group!r} is neither a group id nor '+'")
+        _check_template("EDGE_SPARKPLUG__ASSET", self.asset, ("group", "node", "device"))
+        _check_template("EDGE_SPARKPLUG__NODE_ASSET", self.node_asset, ("group", "node"))
+        if self.host_id and any(c in self.host_id for c in "/+#"):
+            raise ValueError(f"EDGE_SPARKPLUG__HOST_ID={self.host_id!r}: one topic level")
+        return self
+
+
+UNS_PLACEHOLDERS = ("enterprise", "site", "area", "line", "asset", "gateway")
+
+
+class UnsPlace(Section):
+    """Where one asset stands in the site's hierarchy."""
+
+    area: str = Field(..., min_length=1, description="ISA-95 area of the asset.")
+    line: str = Field(..., min_length=1, description="ISA-95 line (or work cell) of the asset.")
+
+
+class UnsSettings(Section):
+    """Publishing into the site's Unified Namespace (off while `enterprise` is empty).
+
+    Recommendations go to <path>/recommendation (not retained) and each asset's state to
+    <path>/state (retained), through the outbox like every uplink message.
+    """
+
+    enterprise: str = Field("", description="Enterprise level of the namespace; empty: off.")
+    site: str = Field("", description="Site level of the namespace.")
+    area: str = Field("default", description="Area of an asset not listed in `assets`.")
+    line: str = Field("default", description="Line of an asset not listed in `assets`.")
+    assets: dict[str, UnsPlace] = Field(
+        default_factory=dict,
+        description='Asset -> {"area", "line"} (JSON object); others get area and line above.',
+    )
+    path: str = Field(
+        "{enterprise}/{site}/{area}/{line}/{asset}/edge-agent",
+        description="Where an asset's messages go below the broker's root: a template of "
+        "{enterprise}, {site}, {area}, {line}, {asset} and {gateway}.",
+    )
+    qos: int = Field(1, ge=0, le=2, description="QoS of the namespace's messages.")
+    max_assets: int = Field(
+        10_000,
+        ge=1,
+        description="Assets whose open recommendations are tracked for their state; past it "
+        "the least recently seen is forgotten (counted).",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether recommendations also go into the namespace."""
+        return bool(self.enterprise)
+
+    @model_validator(mode="after")
+    def _complete(self) -> UnsSettings:
+        if not self.enabled:
+            return self
+        checks = [
+            ("ENTERPRISE", self.enterprise),
+            ("SITE", self.site),
+            ("AREA", self.area),
+            ("LINE", self.line),
+        ]
+        for asset, place in self.assets.items():
+            checks += [
+                (f"ASSETS ({asset}.area)", place.area),
+                (f"ASSETS ({asset}.line)", place.line),
+            ]
+        for name, value in checks:
+            if not value or any(c in value for c in "/+#"):
+                raise ValueError(
+                    f"EDGE_UNS__{name}={value!r}: must be one non-empty topic level (no /, + "
+                    "or #) when EDGE_UNS__ENTERPRISE is set"
+                )
+        _check_template("EDGE_UNS__PATH", self.path, UNS_PLACEHOLDERS)
+        return self
+
+
+def _check_template(name: str, template: str, known: tuple[str, ...]) -> None:
+    """Raise ValueError naming the variable when `template` uses a placeholder not in `known`."""
+    try:
+        template.format(**dict.fromkeys(known, "x"))
+    except (KeyError, IndexError, ValueError) as exc:
+        allowed = ", ".join("{" + k + "}" for k in known)
+        raise ValueError(f"{name}={template!r}: only {allowed} may be used ({exc!r})") from None

@@ -7,22 +7,38 @@ stripped for matching (the broker delivers the plain topic).
 Payloads: one JSON object `{ts, field: number, ...}`, or a batch (a top-level list of such
 objects, or an object whose `batch_field` holds the list). A bad message is rejected as a
 whole, never half a batch, with one of the reasons in `REASONS`.
+
+What enters here is bounded here: asset and signal names by `max_name_bytes` (they become
+topic levels, rows and file names), nesting by the decoder's depth limit (`too_deep`), and
+time by plausibility (`clocks.py`): no single message can move an asset's clock.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import time
+from collections.abc import Callable
 from typing import Final, Literal, get_args
 
 import msgspec
 
+from edge_agent.connectors.clocks import Clocks, Implausible
 from edge_agent.connectors.settings import IngestSettings
 from edge_agent.core.errors import ConfigError
 from edge_agent.core.readings import Quality, Reading
 
 Reason = Literal[
-    "too_large", "not_json", "bad_type", "not_finite", "no_timestamp", "no_match", "empty"
+    "too_large",
+    "not_json",
+    "too_deep",
+    "bad_type",
+    "not_finite",
+    "no_timestamp",
+    "no_match",
+    "name_too_long",
+    "implausible_ts",
+    "empty",
 ]
 REASONS: Final[tuple[Reason, ...]] = get_args(Reason)
 
@@ -30,6 +46,7 @@ _SHARE = "$share/"
 _ASSET, _SIGNAL = "{asset}", "{signal}"
 # Topics seen recently -> (asset, signal); bounded because topics come from outside.
 _TOPIC_CACHE_MAX = 4096
+_SHOWN = 200  # characters of a topic or name shown in a rejection
 _GOOD = Quality.GOOD
 _new_reading = Reading._make  # skips NamedTuple's keyword handling on the hot path
 
@@ -97,7 +114,7 @@ class _Pattern:
 class PayloadMapper:
     """Decode one MQTT message into readings, or raise `Rejected`."""
 
-    def __init__(self, ingest: IngestSettings) -> None:
+    def __init__(self, ingest: IngestSettings, clock: Callable[[], float] = time.time) -> None:
         if not ingest.topics:
             raise ConfigError("EDGE_INGEST__TOPICS: at least one topic pattern is needed")
         self._patterns = [_Pattern(t) for t in ingest.topics]
@@ -110,6 +127,8 @@ class PayloadMapper:
         self._signals = dict(ingest.signals)
         self._decode = msgspec.json.Decoder().decode
         self._topics: dict[str, tuple[str, str | None]] = {}
+        self._max_name = ingest.max_name_bytes
+        self._clocks = Clocks(ingest, clock)
 
     def route(self, topic: str) -> tuple[str, str | None]:
         """Return (asset, signal or None) named by the topic, or raise Rejected(no_match)."""
@@ -120,11 +139,24 @@ class PayloadMapper:
         for pattern in self._patterns:
             found = pattern.match(levels)
             if found is not None:
+                for name in found:
+                    if name is not None:
+                        self._check_name(name, "topic level")
                 if len(self._topics) >= _TOPIC_CACHE_MAX:
                     self._topics.clear()
                 self._topics[topic] = found
                 return found
-        raise Rejected("no_match", f"topic {topic!r} matches none of EDGE_INGEST__TOPICS")
+        shown = topic if len(topic) <= _SHOWN else f"{topic[:_SHOWN]}... ({len(topic)} chars)"
+        raise Rejected("no_match", f"topic {shown!r} matches none of EDGE_INGEST__TOPICS")
+
+    def _check_name(self, name: str, what: str) -> None:
+        # Characters before bytes: a name of n characters has at most 4n bytes in UTF-8.
+        if len(name) * 4 > self._max_name and len(name.encode("utf-8", "replace")) > self._max_name:
+            raise Rejected(
+                "name_too_long",
+                f"{what} {name[:_SHOWN]!r}... of {len(name.encode('utf-8', 'replace'))} bytes > "
+                f"EDGE_INGEST__MAX_NAME_BYTES={self._max_name}",
+            )
 
     def decode(self, topic: str, payload: bytes) -> list[Reading]:
         """Return the readings of one message; raise Rejected for the whole message."""
@@ -139,18 +171,26 @@ class PayloadMapper:
             raise Rejected("not_finite", str(exc)) from None
         except msgspec.DecodeError as exc:
             raise _classify_bad_json(payload, exc) from None
+        except RecursionError:
+            raise Rejected("too_deep", "JSON nested deeper than the decoder allows") from None
         items = self._items(doc)
         out: list[Reading] = []
+        lo, hi = math.inf, -math.inf
         for item in items:
             if not isinstance(item, dict):
                 raise Rejected("bad_type", f"batch item is {type(item).__name__}, not an object")
             ts = self._timestamp(item)
+            lo, hi = min(lo, ts), max(hi, ts)
             if signal is None:
                 self._fields(asset, ts, item, out)
             else:
                 self._one(asset, signal, ts, item, out)
         if not out:
             raise Rejected("empty", "no numeric readings in the message")
+        try:
+            self._clocks.check(asset, lo, hi)
+        except Implausible as exc:
+            raise Rejected("implausible_ts", str(exc)) from None
         return out
 
     def _items(self, doc: object) -> list[object]:
@@ -194,9 +234,12 @@ class PayloadMapper:
                 out.append(_new_reading((asset, name, ts, float(value), _GOOD)))
             return
         tsf = self._ts
+        long_name = self._max_name // 4  # fewer characters than this always fit
         for field, value in item.items():
             # bool is an int subclass: `type(...) is` keeps true/false out of the numbers.
             if (type(value) is float or type(value) is int) and field != tsf:
+                if len(field) > long_name:
+                    self._check_name(field, "field")
                 out.append(_new_reading((asset, field, ts, float(value), _GOOD)))
 
 
@@ -204,7 +247,9 @@ def _classify_bad_json(payload: bytes, exc: msgspec.DecodeError) -> Rejected:
     """Tell NaN/Infinity (which Python senders write) apart from text that is not JSON."""
     try:
         doc = json.loads(payload)
-    except (ValueError, RecursionError):
+    except RecursionError:
+        return Rejected("too_deep", "JSON nested deeper than the decoder allows")
+    except ValueError:
         return Rejected("not_json", str(exc))
     if _has_non_finite(doc):
         return Rejected("not_finite", "NaN or Infinity in the payload")
@@ -212,10 +257,15 @@ def _classify_bad_json(payload: bytes, exc: msgspec.DecodeError) -> Rejected:
 
 
 def _has_non_finite(doc: object) -> bool:
-    if isinstance(doc, float):
-        return not math.isfinite(doc)
-    if isinstance(doc, dict):
-        return any(_has_non_finite(v) for v in doc.values())
-    if isinstance(doc, list):
-        return any(_has_non_finite(v) for v in doc)
+    # A stack, not recursion: json.loads takes nesting deeper than Python's recursion limit.
+    todo = [doc]
+    while todo:
+        x = todo.pop()
+        if isinstance(x, float):
+            if not math.isfinite(x):
+                return True
+        elif isinstance(x, dict):
+            todo.extend(x.values())
+        elif isinstance(x, list):
+            todo.extend(x)
     return False

@@ -33,8 +33,10 @@ log = structlog.get_logger(__name__)
 
 OnMessage = Callable[[str, bytes], None]
 MSG_ID_PROPERTY: Final = "msg_id"  # MQTT 5 user property carrying Outgoing.msg_id
-# QoS 0 messages handed to paho and not yet written (dead letters): beyond this, drop.
+# QoS 0 messages handed to paho and not yet written (dead letters): beyond this many, or
+# this many payload bytes, drop.
 _MAX_UNWRITTEN_QOS0: Final = 1000
+_MAX_UNWRITTEN_QOS0_BYTES: Final = 4 * 1024 * 1024
 
 
 def _strip_share(topic_filter: str) -> str:
@@ -80,7 +82,8 @@ class MqttClient:
         self._v5 = settings.protocol == "5"
         self._subs: dict[str, tuple[int, OnMessage]] = {}
         self._pending: dict[int, asyncio.Future[None]] = {}
-        self._unwritten_qos0: set[int] = set()
+        self._unwritten_qos0: dict[int, int] = {}  # mid -> payload bytes
+        self._unwritten_bytes = 0
         self._lost = asyncio.Event()
         self._closed = asyncio.Event()
         self._connect_fut: asyncio.Future[None] | None = None
@@ -251,6 +254,7 @@ class MqttClient:
         was = self.connected.is_set()
         self.connected.clear()
         self._unwritten_qos0.clear()  # paho drops unwritten QoS 0 packets on reconnect
+        self._unwritten_bytes = 0
         self._lost.set()
         if was and not self._closing:
             log.warning("mqtt_disconnected", **self._peer, reason=str(reason))
@@ -279,7 +283,7 @@ class MqttClient:
     def _on_publish(
         self, _c: paho.Client, _u: object, mid: int, reason: ReasonCode, _p: Properties
     ) -> None:
-        self._unwritten_qos0.discard(mid)
+        self._unwritten_bytes -= self._unwritten_qos0.pop(mid, 0)
         fut = self._pending.pop(mid, None)
         if fut is None or fut.done():
             return
@@ -353,10 +357,15 @@ class MqttClient:
 
     def publish_nowait(self, topic: str, payload: bytes) -> bool:
         """Send a QoS 0, non-retained message if connected; False if it was dropped."""
-        if not self.connected.is_set() or len(self._unwritten_qos0) >= _MAX_UNWRITTEN_QOS0:
+        if (
+            not self.connected.is_set()
+            or len(self._unwritten_qos0) >= _MAX_UNWRITTEN_QOS0
+            or self._unwritten_bytes + len(payload) > _MAX_UNWRITTEN_QOS0_BYTES
+        ):
             return False
         info = self._client.publish(topic, payload, 0, False)  # noqa: FBT003 - paho's API
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             return False
-        self._unwritten_qos0.add(info.mid)
+        self._unwritten_qos0[info.mid] = len(payload)
+        self._unwritten_bytes += len(payload)
         return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Self
+from typing import Final, Self
 
 import structlog
 
@@ -18,6 +18,9 @@ from edge_agent.core.readings import Reading
 
 log = structlog.get_logger(__name__)
 
+MQTT_MAX_TOPIC_BYTES: Final = 65_535
+_SHOWN: Final = 200  # characters of a topic in a log line
+
 
 class MqttSource:
     """Readings from sensor topics; an async context manager over a running MqttClient.
@@ -26,7 +29,9 @@ class MqttSource:
 
     The buffer between paho's callback and `batches()` holds at most
     `IngestSettings.max_buffered` readings; when full, new readings are dropped (counted as
-    `buffer_full`). Rejected messages go, unchanged, to the dead-letter topic.
+    `buffer_full`). Rejected messages go to the dead-letter topic unchanged, except what MQTT
+    or the settings bound: a topic cut to MQTT's 65,535 bytes, a payload to
+    `max_payload_bytes` (each cut counted in `edge_deadletter_cut_total`).
     """
 
     def __init__(self, client: MqttClient, ingest: IngestSettings, gateway_id: str) -> None:
@@ -95,7 +100,7 @@ class MqttSource:
         sent = False
         # Never dead-letter a dead letter: a subscription wide enough to see them would loop.
         if self._deadletter and not topic.startswith(self._deadletter + "/"):
-            sent = self._client.publish_nowait(f"{self._deadletter}/{rej.reason}/{topic}", payload)
+            sent = self._deadletter_copy(topic, payload, rej)
             if not sent:
                 metrics.DEADLETTER_DROPPED.inc()
         held = self._limited.allow(rej.reason)
@@ -103,11 +108,34 @@ class MqttSource:
             log.warning(
                 "message_rejected",
                 reason=rej.reason,
-                topic=topic,
+                topic=topic
+                if len(topic) <= _SHOWN
+                else f"{topic[:_SHOWN]}... ({len(topic)} chars)",
                 detail=rej.detail,
                 deadlettered=sent,
                 held_back=held,
             )
+
+    def _deadletter_copy(self, topic: str, payload: bytes, rej: Rejected) -> bool:
+        """Republish a rejected message, cut to what MQTT and EDGE_INGEST bound."""
+        head = f"{self._deadletter}/{rej.reason}/"
+        room = MQTT_MAX_TOPIC_BYTES - len(head.encode())
+        raw = topic.encode()
+        if len(raw) > room:
+            # Cut at a character boundary: the topic must stay valid UTF-8.
+            topic = raw[:room].decode("utf-8", "ignore")
+            metrics.DEADLETTER_CUT.labels("topic").inc()
+        if len(payload) > self._ingest.max_payload_bytes:
+            payload = payload[: self._ingest.max_payload_bytes]
+            metrics.DEADLETTER_CUT.labels("payload").inc()
+        try:
+            return self._client.publish_nowait(head + topic, payload)
+        except ValueError as exc:  # paho refuses the topic (a wildcard in the configured prefix)
+            if self._limited.allow("deadletter_topic") is not None:
+                log.error(  # noqa: TRY400 - the reason is in the message, a traceback adds nothing
+                    "deadletter_refused", prefix=self._deadletter, error=str(exc)
+                )
+            return False
 
     def _flush_counts(self) -> None:
         if self._accepted:
@@ -123,6 +151,10 @@ class MqttSource:
             self._flush_counts()  # counted per batch, not per message: one lock per batch
             if batch:
                 yield batch
+
+
+def _shown(topic: str) -> str:
+    return topic if len(topic) <= _SHOWN else f"{topic[:_SHOWN]}... ({len(topic)} chars)"
 
 
 @contextlib.asynccontextmanager

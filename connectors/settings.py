@@ -76,7 +76,36 @@ class IngestSettings(Section):
         "other than the timestamp, under its own name.",
     )
     max_payload_bytes: int = Field(
-        65536, ge=64, description="Larger payloads are rejected to the dead-letter topic."
+        65536,
+        ge=64,
+        description="Larger payloads are rejected to the dead-letter topic (which carries at "
+        "most this many bytes of a payload).",
+    )
+    max_name_bytes: int = Field(
+        128,
+        ge=8,
+        le=4096,
+        description="Longest asset or signal name (UTF-8 bytes); a message naming a longer one "
+        "is rejected (name_too_long): names become topic levels, rows and file names.",
+    )
+    ts_max_ahead_s: float = Field(
+        7 * 86400.0,
+        gt=0,
+        description="A reading further ahead of the gateway's clock than this is rejected "
+        "(implausible_ts); the log says when it looks like milliseconds.",
+    )
+    ts_max_age_s: float = Field(
+        0.0,
+        ge=0,
+        description="A reading further behind the gateway's clock than this is rejected "
+        "(implausible_ts); 0: any age (old data may be replayed).",
+    )
+    ts_max_jump_s: float = Field(
+        300.0,
+        gt=0,
+        description="A message this far ahead of its asset's newest reading is rejected "
+        "(implausible_ts) until another message near its time confirms the jump: one message "
+        "cannot move an asset's clock.",
     )
     deadletter_topic: str = Field(
         "edge-agent/{gateway}/deadletter",

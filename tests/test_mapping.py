@@ -67,10 +67,14 @@ def test_every_rejection_reason() -> None:
         "no_timestamp": (t, b'{"a": 1}'),
         "no_match": ("other/p1", b'{"ts": 1, "a": 1}'),
         "empty": (t, b'{"ts": 1, "label": "x"}'),
+        "too_deep": (t, b"[" * 1000),
+        "name_too_long": ("plant/" + "z" * 200 + "/telemetry", b'{"ts": 1, "a": 1}'),
+        "implausible_ts": (t, b'{"ts": 1e30, "a": 1}'),
     }
     assert set(cases) == set(REASONS)
+    roomy = mapper()  # a payload nested too deep is longer than 64 bytes
     for reason, (topic, payload) in cases.items():
-        assert reason_of(m, topic, payload) == reason, reason
+        assert reason_of(roomy if reason == "too_deep" else m, topic, payload) == reason, reason
 
 
 @pytest.mark.parametrize(
@@ -115,3 +119,84 @@ def test_wrong_number_of_levels_does_not_match() -> None:
 def test_bad_patterns_name_the_setting(pattern: str) -> None:
     with pytest.raises(ConfigError, match="EDGE_INGEST__TOPICS"):
         mapper(topics=[pattern])
+
+
+NOW = 1_800_000_000.0
+
+
+def at_now(**kw: object) -> PayloadMapper:
+    return PayloadMapper(IngestSettings.model_validate(kw), clock=lambda: NOW)
+
+
+def rejection(m: PayloadMapper, payload: bytes, topic: str = "plant/p1/telemetry") -> Rejected:
+    with pytest.raises(Rejected) as info:
+        m.decode(topic, payload)
+    return info.value
+
+
+@pytest.mark.parametrize("depth", [999, 1000, 5000, 100_000])
+def test_deep_nesting_is_rejected_as_too_deep_without_recursion_error(depth: int) -> None:
+    m = mapper(max_payload_bytes=1_000_000)
+    for payload in (b"[" * depth, b"[" * depth + b"]" * depth, b'{"a":' * depth):
+        assert rejection(m, payload).reason in ("too_deep", "not_json", "bad_type")
+    assert rejection(m, b"[" * depth + b"NaN" + b"]" * depth).reason in ("too_deep", "not_finite")
+    assert rejection(m, b"[" * 5000).reason == "too_deep"
+
+
+def test_over_long_names_are_rejected_where_they_enter() -> None:
+    m = mapper(max_name_bytes=16, topics=["plant/{asset}/{signal}"])
+    assert rejection(m, b'{"ts": 1, "value": 1}', "plant/" + "a" * 17 + "/t").reason == (
+        "name_too_long"
+    )
+    assert rejection(m, b'{"ts": 1, "value": 1}', "plant/p/" + "s" * 17).reason == "name_too_long"
+    assert m.decode("plant/" + "a" * 16 + "/t", b'{"ts": 1, "value": 1}')[0].asset == "a" * 16
+    # Four bytes a character: eight characters of an emoji are 32 bytes.
+    assert rejection(m, b'{"ts": 1, "value": 1}', "plant/" + "\U0001f600" * 5 + "/t").reason == (
+        "name_too_long"
+    )
+    fields = mapper(max_name_bytes=16)
+    body = b'{"ts": 1, "' + b"f" * 17 + b'": 1}'
+    assert rejection(fields, body).reason == "name_too_long"
+
+
+def test_milliseconds_under_seconds_are_rejected_and_the_reason_says_so() -> None:
+    m = at_now()
+    rej = rejection(m, b'{"ts": %d, "a": 1}' % int(NOW * 1000))
+    assert rej.reason == "implausible_ts"
+    assert "EDGE_INGEST__TS_UNIT=ms" in rej.detail
+    ms = at_now(ts_unit="ms")
+    assert ms.decode("plant/p1/telemetry", b'{"ts": %d, "a": 1}' % int(NOW * 1000))[0].ts == NOW
+    rej = rejection(ms, b'{"ts": %d, "a": 1}' % int(NOW))
+    assert rej.reason == "implausible_ts"
+    assert "EDGE_INGEST__TS_UNIT=s" in rej.detail
+
+
+def test_time_far_from_the_gateway_clock_is_implausible() -> None:
+    m = at_now(ts_max_ahead_s=3600, ts_max_age_s=86400)
+    assert m.decode("plant/p1/telemetry", b'{"ts": %d, "a": 1}' % (NOW + 3000))
+    assert rejection(m, b'{"ts": %d, "a": 1}' % (NOW + 4000)).reason == "implausible_ts"
+    old = rejection(m, b'{"ts": %d, "a": 1}' % (NOW - 90_000), "plant/p2/telemetry")
+    assert old.reason == "implausible_ts"
+    assert "EDGE_INGEST__TS_MAX_AGE_S" in old.detail
+    # One bad reading rejects its whole batch.
+    batch = b'[{"ts": %d, "a": 1}, {"ts": 1e30, "a": 2}]' % NOW
+    assert rejection(m, batch, "plant/p3/telemetry").reason == "implausible_ts"
+
+
+def test_one_message_cannot_move_an_assets_clock_a_second_one_confirms() -> None:
+    m = at_now(ts_max_jump_s=300)
+    t = "plant/p1/telemetry"
+    assert m.decode(t, b'{"ts": %d, "a": 1}' % (NOW - 100))
+    # A lone outlier five days ahead is held back; the asset's next reading goes on.
+    rej = rejection(m, b'{"ts": %d, "a": 1}' % (NOW + 5 * 86400))
+    assert rej.reason == "implausible_ts"
+    assert "EDGE_INGEST__TS_MAX_JUMP_S" in rej.detail
+    assert m.decode(t, b'{"ts": %d, "a": 2}' % (NOW - 99))[0].ts == NOW - 99
+    # Outliers far apart never confirm each other.
+    assert rejection(m, b'{"ts": %d, "a": 1}' % (NOW + 4000)).reason == "implausible_ts"
+    assert rejection(m, b'{"ts": %d, "a": 1}' % (NOW + 9000)).reason == "implausible_ts"
+    # A real jump (a device back after an outage): the second message near it confirms it.
+    assert m.decode(t, b'{"ts": %d, "a": 3}' % (NOW + 9001))[0].ts == NOW + 9001
+    assert m.decode(t, b'{"ts": %d, "a": 4}' % (NOW + 9002))[0].ts == NOW + 9002
+    # Other assets keep their own clocks.
+    assert m.decode("plant/p2/telemetry", b'{"ts": %d, "a": 1}' % (NOW - 50))

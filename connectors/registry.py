@@ -1,7 +1,7 @@
 """The sources the agent can be configured with: one name, one factory, in one place.
 
 A factory imports its connector's module only when it is called, so a protocol library
-(asyncua) is loaded only when a source that needs it is in EDGE_AGENT__SOURCES. Opening a
+(asyncua, protobuf) is loaded only when a source that needs it is in EDGE_AGENT__SOURCES. Opening a
 source is entering the async context manager its factory returns; what it yields is a
 `Source`.
 """
@@ -13,7 +13,12 @@ from contextlib import AbstractAsyncContextManager
 from types import MappingProxyType
 from typing import Final, Protocol
 
-from edge_agent.connectors.settings import IngestSettings, MqttSettings, OpcUaSettings
+from edge_agent.connectors.settings import (
+    IngestSettings,
+    MqttSettings,
+    OpcUaSettings,
+    SparkplugSettings,
+)
 from edge_agent.core.errors import ConfigError
 from edge_agent.core.ports import Source
 
@@ -36,6 +41,11 @@ class SourceSections(Protocol):
         """EDGE_OPCUA: the OPC UA server and its node map."""
         ...
 
+    @property
+    def sparkplug(self) -> SparkplugSettings:
+        """EDGE_SPARKPLUG: Sparkplug B edge nodes on the sensor broker."""
+        ...
+
 
 SourceFactory = Callable[[SourceSections, str], AbstractAsyncContextManager[Source]]
 
@@ -52,7 +62,15 @@ def _opcua(sections: SourceSections, _gateway_id: str) -> AbstractAsyncContextMa
     return OpcUaSource(sections.opcua)
 
 
-SOURCES: Final[Mapping[str, SourceFactory]] = MappingProxyType({"mqtt": _mqtt, "opcua": _opcua})
+def _sparkplug(sections: SourceSections, gateway_id: str) -> AbstractAsyncContextManager[Source]:
+    from edge_agent.connectors.sparkplug import open_sparkplug_source  # noqa: PLC0415 - lazily
+
+    return open_sparkplug_source(sections.mqtt, sections.sparkplug, gateway_id)
+
+
+SOURCES: Final[Mapping[str, SourceFactory]] = MappingProxyType(
+    {"mqtt": _mqtt, "opcua": _opcua, "sparkplug": _sparkplug}
+)
 
 
 def open_source(

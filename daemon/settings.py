@@ -26,6 +26,8 @@ from edge_agent.connectors.settings import (
     IngestSettings,
     MqttSettings,
     OpcUaSettings,
+    SparkplugSettings,
+    UnsSettings,
     UplinkSettings,
 )
 from edge_agent.core.errors import ConfigError
@@ -38,7 +40,7 @@ from edge_agent.daemon.service.settings import ServiceSettings
 from edge_agent.models.settings import ModelSettings
 from edge_agent.rules.settings import AssetSettings, RuleSettings
 
-SourceName = Literal["mqtt", "opcua"]
+SourceName = Literal["mqtt", "opcua", "sparkplug"]
 
 
 def _default_sources() -> list[SourceName]:
@@ -57,7 +59,7 @@ class AgentSettings(Section):
     )
     sources: list[SourceName] = Field(
         default_factory=_default_sources,
-        description="Where readings come from (JSON list): mqtt, opcua, or both.",
+        description="Where readings come from (JSON list): mqtt, opcua, sparkplug (any of them).",
     )
     shutdown_timeout_s: float = Field(
         10.0, gt=0, description="Seconds a clean stop may take before work in flight is abandoned."
@@ -87,6 +89,10 @@ class Settings(BaseSettings):
     outbox: OutboxSettings = Field(default_factory=OutboxSettings, description="Outbox.")
     updates: UpdateSettings = Field(default_factory=UpdateSettings, description="Fleet updates.")
     opcua: OpcUaSettings = Field(default_factory=OpcUaSettings, description="OPC UA source.")
+    sparkplug: SparkplugSettings = Field(
+        default_factory=SparkplugSettings, description="Sparkplug B source."
+    )
+    uns: UnsSettings = Field(default_factory=UnsSettings, description="Unified Namespace.")
     service: ServiceSettings = Field(
         default_factory=ServiceSettings, description="Service: metrics, watchdog, pressure."
     )

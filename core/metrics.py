@@ -115,8 +115,14 @@ NOTIFY_ERRORS = Counter(
 )
 HTTP_REQUESTS = Counter(
     "edge_http_requests_total",
-    "Requests to the metrics/health endpoint, by path and status code.",
+    "Requests to the HTTP endpoint (metrics, health, page), by path and status code.",
     ["path", "code"],
+    registry=REGISTRY,
+)
+WEB_DROPPED = Counter(
+    "edge_web_dropped_total",
+    "What the page's state let go: an asset past its bound, an unwritten journal line.",
+    ["what"],
     registry=REGISTRY,
 )
 OUTBOX_REFUSED = Counter(

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from importlib import metadata
 from pathlib import Path
 
 from edge_agent.core import logs
 from edge_agent.core.errors import ConfigError, EdgeAgentError
 from edge_agent.daemon.bundles import cli as bundle_cli
+from edge_agent.daemon.learning import cli as model_cli
 from edge_agent.daemon.service import install as service_install
 from edge_agent.daemon.settings import Settings, load_settings, render_env_file
+from edge_agent.daemon.web import cli as report_cli
 from edge_agent.rules import cli as rules_cli
 
 
@@ -70,12 +73,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def _version() -> str:
+    try:
+        return metadata.version("edge-agent")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
         prog="edge-agent",
         description="Industrial IoT edge agent: explains anomalies, advises maintenance.",
     )
+    parser.add_argument("--version", action="version", version=f"edge-agent {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the agent (what systemd starts)")
@@ -125,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     # Subcommands owned by their own modules (one registry: here).
     rules_cli.register(sub)
     bundle_cli.register(sub)
+    model_cli.register(sub)
     service_install.register(sub)
+    report_cli.register(sub)
     return parser
 
 

@@ -1,16 +1,22 @@
-"""A small local HTTP endpoint: Prometheus text on /metrics and a JSON /health.
+"""A small local HTTP endpoint: Prometheus text on /metrics, a JSON /health, and the page.
 
-Plain asyncio streams: two GET routes do not justify a web framework on a gateway. Every
-request is bounded (header bytes, read time) and so is the number of open connections.
+Plain asyncio streams: a few GET routes do not justify a web framework on a gateway. Every
+request is bounded (header bytes, read time) and so is the number of open connections. The
+page's routes (everything but /metrics and /health) come from `routes`, wired by the app.
+With `http_token` set (required beyond loopback), every request but /health must carry it,
+as a bearer token or as the password of basic auth (so a browser can log in).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import hmac
 from collections.abc import Callable
 from types import TracebackType
-from typing import Self
+from typing import NamedTuple, Self
 
 import msgspec
 import structlog
@@ -25,7 +31,9 @@ log = structlog.get_logger(__name__)
 
 MAX_HEADER_BYTES = 8192
 READ_TIMEOUT_S = 5.0
-_PATHS = ("/metrics", "/health")
+_PATHS = ("/metrics", "/health", "/", "/api", "/report", "/static")  # metric labels
+_REASONS = {200: "OK", 304: "Not Modified", 400: "Bad Request", 401: "Unauthorized"}
+_REASONS |= {404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
 
 
 class Health(msgspec.Struct, frozen=True, kw_only=True):
@@ -41,9 +49,24 @@ class Health(msgspec.Struct, frozen=True, kw_only=True):
     outbox_store: str = "disk"  # or "memory (<why>)" while the outbox file cannot be written
     backend: str | None = None
     degraded: bool = False
+    # Learning on the gateway (only with `learn` profiles): counts by state, each asset's.
+    learning: dict[str, object] | None = None
 
 
 HealthSource = Callable[[], Health]
+
+
+class Response(NamedTuple):
+    """One answer of a route."""
+
+    code: int
+    ctype: str
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+# (path, query string) -> the answer, or None for 404. Called on the event loop.
+Routes = Callable[[str, str], Response | None]
 
 
 def _not_ready() -> Health:
@@ -51,11 +74,19 @@ def _not_ready() -> Health:
 
 
 class HttpEndpoint:
-    """Serve /metrics and /health on `service.http_host:http_port` while in the with-block."""
+    """Serve /metrics, /health and `routes` on `http_host:http_port` in the with-block."""
 
-    def __init__(self, service: ServiceSettings, health: HealthSource = _not_ready) -> None:
+    def __init__(
+        self,
+        service: ServiceSettings,
+        health: HealthSource = _not_ready,
+        routes: Routes | None = None,
+    ) -> None:
         self._settings = service
         self._health = health
+        self._routes = routes
+        token = service.http_token
+        self._token = token.get_secret_value().encode() if token is not None else None
         self._server: asyncio.Server | None = None
         self._open = 0
         # Open connections, closed on exit so that no handler is left waiting for a request
@@ -70,6 +101,11 @@ class HttpEndpoint:
         if not self._settings.http_enabled:
             log.info("metrics endpoint off (EDGE_SERVICE__HTTP_ENABLED=false)")
             return self
+        if self._token is None and not self._settings.http_loopback:
+            raise ConfigError(
+                f"EDGE_SERVICE__HTTP_HOST={self._settings.http_host} is not loopback: "
+                "set EDGE_SERVICE__HTTP_TOKEN first"
+            )
         try:
             self._server = await asyncio.start_server(
                 self._serve,
@@ -130,30 +166,65 @@ class HttpEndpoint:
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         async with asyncio.timeout(READ_TIMEOUT_S):
             head = await reader.readuntil(b"\r\n\r\n")
-        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-        parts = request_line.split()
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split()
         method, target = (parts[0], parts[1]) if len(parts) == 3 else ("", "")
-        path = target.split("?", 1)[0]
+        path, _, query = target.partition("?")
+        headers = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
         if method not in ("GET", "HEAD"):
-            code, ctype, body = 405, "text/plain", b"only GET\n"
-        elif path == "/metrics":
-            code, ctype, body = 200, CONTENT_TYPE_LATEST, generate_latest(metrics.REGISTRY)
-        elif path == "/health":
-            health = self._health()
-            code = 200 if health.ready else 503
-            ctype, body = "application/json", msgspec.json.encode(health) + b"\n"
+            answer = Response(405, "text/plain", b"only GET\n")
+        elif path != "/health" and not self._authorized(headers.get("authorization", "")):
+            answer = Response(
+                401,
+                "text/plain",
+                b"this endpoint needs EDGE_SERVICE__HTTP_TOKEN (bearer, or basic password)\n",
+                (("WWW-Authenticate", 'Basic realm="edge-agent", charset="UTF-8"'),),
+            )
         else:
-            code, ctype, body = 404, "text/plain", b"try /metrics or /health\n"
-        label = path if path in _PATHS else "other"
-        metrics.HTTP_REQUESTS.labels(path=label, code=str(code)).inc()
-        reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}.get(code, "Unavailable")
+            answer = self._route(path, query)
+        code, ctype, body, extra = answer
+        label = "/" + path.split("/", 2)[1] if path.startswith("/") else "other"
+        metrics.HTTP_REQUESTS.labels(
+            path=label if label in _PATHS else "other", code=str(code)
+        ).inc()
+        reason = _REASONS.get(code, "Unavailable")
+        more = "".join(f"{k}: {v}\r\n" for k, v in extra)
         header = (
             f"HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            f"Content-Length: {len(body)}\r\n{more}Connection: close\r\n\r\n"
         ).encode()
         writer.write(header if method == "HEAD" else header + body)
         async with asyncio.timeout(READ_TIMEOUT_S):
             await writer.drain()
+
+    def _route(self, path: str, query: str) -> Response:
+        if path == "/metrics":
+            return Response(200, CONTENT_TYPE_LATEST, generate_latest(metrics.REGISTRY))
+        if path == "/health":
+            health = self._health()
+            body = msgspec.json.encode(health) + b"\n"
+            return Response(200 if health.ready else 503, "application/json", body)
+        found = self._routes(path, query) if self._routes is not None else None
+        if found is None:
+            return Response(404, "text/plain", b"try /, /metrics or /health\n")
+        return found
+
+    def _authorized(self, value: str) -> bool:
+        """No token configured, or the request carries it (bearer or basic password)."""
+        if self._token is None:
+            return True
+        scheme, _, credential = value.partition(" ")
+        given = b""
+        if scheme.lower() == "bearer":
+            given = credential.strip().encode("latin-1")
+        elif scheme.lower() == "basic":
+            with contextlib.suppress(binascii.Error, ValueError):  # malformed: not authorized
+                given = base64.b64decode(credential.strip(), validate=True).partition(b":")[2]
+        return hmac.compare_digest(given, self._token)
 
     def _count(self, path: str, code: int, why: str) -> None:
         metrics.HTTP_REQUESTS.labels(path=path, code=str(code)).inc()

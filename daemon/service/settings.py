@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+import ipaddress
+
+from pydantic import Field, SecretStr, model_validator
 
 from edge_agent.core.settings import Section
 
@@ -11,16 +13,26 @@ class ServiceSettings(Section):
     """Running as a service: metrics and health endpoint, systemd watchdog, pressure."""
 
     http_enabled: bool = Field(
-        default=True, description="Serve /metrics (Prometheus text) and /health (JSON); false: off."
+        default=True,
+        description="Serve /metrics (Prometheus text), /health (JSON) and the read-only page "
+        "(/); false: off.",
     )
     http_host: str = Field(
-        "127.0.0.1", description="Address the metrics/health endpoint binds to (local only)."
+        "127.0.0.1",
+        description="Address the HTTP endpoint binds to; any address that is not loopback "
+        "needs http_token.",
     )
     http_port: int = Field(
-        9108, ge=0, le=65535, description="Port of the metrics/health endpoint; 0: any free port."
+        9108, ge=0, le=65535, description="Port of the HTTP endpoint; 0: any free port."
     )
     http_max_connections: int = Field(
-        16, ge=1, le=1024, description="Open scrape connections; further ones are refused."
+        16, ge=1, le=1024, description="Open connections; further ones are refused."
+    )
+    http_token: SecretStr | None = Field(
+        None,
+        description="When set, every request but /health must carry it: `Authorization: "
+        "Bearer <token>`, or basic auth with any user name and the token as password "
+        "(secret). Required when http_host is not loopback.",
     )
     watchdog: bool = Field(
         default=True, description="Send WATCHDOG=1 to systemd when it asks for it (WATCHDOG_USEC)."
@@ -55,6 +67,27 @@ class ServiceSettings(Section):
         description="Debug only: when > 0, SIGUSR2 blocks the event loop this many seconds "
         "(to test the watchdog); 0: off.",
     )
+
+    @property
+    def http_loopback(self) -> bool:
+        """Whether the endpoint listens on loopback only."""
+        if self.http_host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.http_host).is_loopback
+        except ValueError:
+            return False  # a host name: it may resolve to anything
+
+    @model_validator(mode="after")
+    def _token_beyond_loopback(self) -> ServiceSettings:
+        """The page and metrics are never served beyond loopback without a token."""
+        if self.http_enabled and not self.http_loopback and self.http_token is None:
+            raise ValueError(
+                f"EDGE_SERVICE__HTTP_HOST={self.http_host} is not loopback: set "
+                "EDGE_SERVICE__HTTP_TOKEN (a secret) before the HTTP endpoint listens there, "
+                "or bind it to 127.0.0.1"
+            )
+        return self
 
     @model_validator(mode="after")
     def _hysteresis(self) -> ServiceSettings:

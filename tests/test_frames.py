@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+import time
+
 import numpy as np
 import pytest
 
-from edge_agent.core import metrics
+from edge_agent.core import logs, metrics
 from edge_agent.core.readings import Quality, Reading
 from edge_agent.daemon.flow.frames import FrameBuilder
 from edge_agent.daemon.flow.gate import Gate
@@ -163,3 +166,52 @@ def test_a_batch_grouped_by_signal_is_put_in_time_order() -> None:
     assert _dropped("late") == late
     np.testing.assert_array_equal(windows[0].values[:, 0], [0, 1, 2, 3])
     np.testing.assert_array_equal(windows[0].values[:, 1], [0, 10, 20, 30])
+
+
+def test_one_reading_far_ahead_cannot_move_an_assets_clock() -> None:
+    f = _builder(max_gap_s=60)
+    before = _dropped("implausible_ts")
+    for t in range(6):
+        f.ingest(_sample("p1", 100.0 + t, 1.0, 2.0))
+    f.ingest([Reading("p1", "a", 1e30, 5.0)])  # a lone outlier
+    for t in range(6, 12):
+        f.ingest(_sample("p1", 100.0 + t, 1.0, 2.0))
+    assert _dropped("implausible_ts") - before == 1
+    assert [w.ts for w in f.take()] == [103.0, 105.0, 107.0, 109.0]  # scored on, no gap
+
+
+def test_a_jump_confirmed_by_a_second_reading_restarts_the_frame() -> None:
+    f = _builder(max_gap_s=60)
+    for t in range(6):
+        f.ingest(_sample("p1", 100.0 + t, 1.0, 2.0))
+    f.take()
+    for t in range(6):  # back after an hour: the first reading is held, the rest confirm it
+        f.ingest(_sample("p1", 3700.0 + t, 1.0, 2.0))
+    assert [w.ts for w in f.take()] == [3704.0]  # a row of the held reading is missing
+
+
+def test_idle_assets_are_forgotten_and_free_their_slot() -> None:
+    f = _builder(max_assets=2, asset_idle_s=0.2)
+    before = _dropped("too_many_assets")
+    evicted = metrics.ASSETS_EVICTED.labels("frames", "idle")._value.get()
+    f.ingest(_sample("typo-1", 100.0, 1.0, 2.0))
+    f.ingest(_sample("typo-2", 100.0, 1.0, 2.0))
+    f.ingest(_sample("real", 100.0, 1.0, 2.0))
+    assert _dropped("too_many_assets") - before == 2
+    time.sleep(0.3)
+    for t in range(6):
+        f.ingest(_sample("real", 100.0 + t, 1.0, 2.0))
+    assert {w.asset for w in f.take()} == {"real"}
+    assert metrics.ASSETS_EVICTED.labels("frames", "idle")._value.get() - evicted == 2
+
+
+def test_unknown_signal_is_logged_once_per_interval(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logs.configure("info", "json", stream=sys.stdout)
+    f = _builder()
+    for t in range(5):
+        f.ingest([Reading("p1", "rpm", 100.0 + t, 1.0)])
+    lines = [line for line in capsys.readouterr().out.splitlines() if "unknown_signal" in line]
+    assert len(lines) == 1, lines
+    assert '"signal": "rpm"' in lines[0]

@@ -5,12 +5,20 @@ time. The row for grid tick t holds, per signal, the last GOOD value with timest
 is emitted when the first reading later than t arrives. A signal that has not had a good
 value for `stale_after_s` (or whose latest value was not GOOD) is NaN in the row, and a
 window holding a NaN is not scored: a bad value never enters the model as a good one.
+
+No single reading moves an asset's clock: a reading more than `max_gap_s` ahead of the
+asset's grid is dropped (`implausible_ts`) unless another reading near its time confirms the
+jump, which then restarts the frame. Assets are bounded (`max_assets`, a reading of one more
+dropped as `too_many_assets`), and an asset that sent nothing for `asset_idle_s` of wall
+time is forgotten, so a flood of names holds no slot for long. A signal no model reads is
+counted (`unknown_signal`) and logged, one line per interval.
 """
 
 from __future__ import annotations
 
 import math
 import operator
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
@@ -19,11 +27,13 @@ import numpy as np
 import structlog
 
 from edge_agent.core import metrics
+from edge_agent.core.logs import RateLimited
 from edge_agent.core.readings import Quality, Reading
 from edge_agent.daemon.flow.settings import FrameSettings
 
 log = structlog.get_logger(__name__)
 _TS = operator.itemgetter(2)  # Reading.ts
+_LOG_INTERVAL_S = 60.0  # one line per kind of drop and asset/signal per minute at most
 
 
 class Window(NamedTuple):
@@ -35,9 +45,19 @@ class Window(NamedTuple):
 
 
 class _AssetFrame:
-    __slots__ = ("filled", "latest", "next_tick", "pos", "ring", "since_emit", "updated")
+    __slots__ = (
+        "filled",
+        "held",
+        "latest",
+        "next_tick",
+        "pos",
+        "ring",
+        "seen",
+        "since_emit",
+        "updated",
+    )
 
-    def __init__(self, n_signals: int, window: int, first_tick: int) -> None:
+    def __init__(self, n_signals: int, window: int, first_tick: int, seen: float) -> None:
         self.latest = [math.nan] * n_signals
         self.updated = [-math.inf] * n_signals
         self.ring = np.empty((window, n_signals), dtype=np.float32)
@@ -45,6 +65,8 @@ class _AssetFrame:
         self.filled = 0
         self.since_emit = 0
         self.next_tick = first_tick
+        self.seen = seen  # monotonic time of the latest reading
+        self.held: float | None = None  # a jump's time, waiting for a reading to confirm it
 
 
 class FrameBuilder:
@@ -68,8 +90,18 @@ class FrameBuilder:
         self._pending: deque[Window] = deque()
         self._dropped = {
             reason: metrics.READINGS_DROPPED.labels(reason)
-            for reason in ("unknown_signal", "too_many_assets", "late", "not_good")
+            for reason in (
+                "unknown_signal",
+                "too_many_assets",
+                "late",
+                "not_good",
+                "implausible_ts",
+            )
         }
+        self._limited = RateLimited(_LOG_INTERVAL_S)
+        self._next_sweep = 0.0
+        self._tracked = metrics.ASSETS_TRACKED.labels("frames")
+        self._evicted = metrics.ASSETS_EVICTED.labels("frames", "idle")
 
     @property
     def pending(self) -> int:
@@ -88,18 +120,25 @@ class FrameBuilder:
         index = self._index
         assets = self._assets
         rate = self.rate_hz
+        max_gap = self.settings.max_gap_s
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._sweep(now)
         for r in readings:
             sig = index.get(r.signal)
             if sig is None:
-                self._dropped["unknown_signal"].inc()
+                self._unknown(r)
                 continue
             frame = assets.get(r.asset)
             if frame is None:
-                frame = self._new_frame(r.asset, r.ts)
+                frame = self._new_frame(r.asset, r.ts, now)
                 if frame is None:
                     continue
+            frame.seen = now
             tick_ts = frame.next_tick / rate
             if r.ts > tick_ts:
+                if r.ts - tick_ts > max_gap and not self._confirmed(frame, r):
+                    continue
                 self._advance(r.asset, frame, r.ts)
             elif r.ts <= (frame.next_tick - 1) / rate:
                 # Its tick's row has gone out already; holding it now would misdate it.
@@ -120,19 +159,80 @@ class FrameBuilder:
 
     def forget(self, asset: str) -> None:
         """Drop an asset's frame (for example when it is decommissioned)."""
-        self._assets.pop(asset, None)
+        if self._assets.pop(asset, None) is not None:
+            self._tracked.dec()
 
-    def _new_frame(self, asset: str, ts: float) -> _AssetFrame | None:
+    def _new_frame(self, asset: str, ts: float, now: float) -> _AssetFrame | None:
         if len(self._assets) >= self.settings.max_assets:
-            self._dropped["too_many_assets"].inc()
-            return None
+            self._sweep(now)
+            if len(self._assets) >= self.settings.max_assets:
+                self._dropped["too_many_assets"].inc()
+                if (held := self._limited.allow("too_many_assets")) is not None:
+                    log.warning(
+                        "readings_dropped",
+                        reason="too_many_assets",
+                        asset=asset[:200],
+                        max_assets=self.settings.max_assets,
+                        action="raise EDGE_FRAMES__MAX_ASSETS, or wait: assets idle for "
+                        f"EDGE_FRAMES__ASSET_IDLE_S={self.settings.asset_idle_s:g} are forgotten",
+                        held_back=held,
+                    )
+                return None
         # The first tick at or after the first reading: nothing before it is known.
-        frame = _AssetFrame(len(self.signals), self.window, math.ceil(ts * self.rate_hz))
+        frame = _AssetFrame(len(self.signals), self.window, math.ceil(ts * self.rate_hz), now)
         self._assets[asset] = frame
+        self._tracked.inc()
         return frame
+
+    def _sweep(self, now: float) -> None:
+        """Forget the assets that sent nothing for `asset_idle_s` (wall clock)."""
+        idle = self.settings.asset_idle_s
+        self._next_sweep = now + min(idle / 4, 60.0)
+        gone = [a for a, f in self._assets.items() if now - f.seen > idle]
+        for asset in gone:
+            del self._assets[asset]
+        if gone:
+            self._tracked.dec(len(gone))
+            self._evicted.inc(len(gone))
+            log.info("assets_forgotten", part="frames", idle_s=idle, count=len(gone))
+
+    def _confirmed(self, frame: _AssetFrame, r: Reading) -> bool:
+        """Whether a jump beyond max_gap_s to `r.ts` is confirmed by the jump held before."""
+        held = frame.held
+        if held is not None and abs(r.ts - held) <= self.settings.max_gap_s:
+            return True
+        frame.held = r.ts
+        self._dropped["implausible_ts"].inc()
+        if (n := self._limited.allow(f"implausible_ts:{r.asset}")) is not None:
+            log.warning(
+                "readings_dropped",
+                reason="implausible_ts",
+                asset=r.asset,
+                signal=r.signal,
+                ts=r.ts,
+                grid_ts=frame.next_tick / self.rate_hz,
+                detail="more than EDGE_FRAMES__MAX_GAP_S ahead; held until another reading "
+                "confirms the new time",
+                held_back=n,
+            )
+        return False
+
+    def _unknown(self, r: Reading) -> None:
+        self._dropped["unknown_signal"].inc()
+        if (held := self._limited.allow(f"unknown_signal:{r.signal}")) is not None:
+            log.warning(
+                "readings_dropped",
+                reason="unknown_signal",
+                asset=r.asset[:200],
+                signal=r.signal[:200],
+                model_signals=list(self.signals),
+                action="map it to a model signal (EDGE_INGEST__SIGNALS) or leave it out",
+                held_back=held,
+            )
 
     def _advance(self, asset: str, frame: _AssetFrame, ts: float) -> None:
         """Emit a row for every tick strictly before `ts`."""
+        frame.held = None  # the clock moves on: a jump held before is not confirmed by it
         rate = self.rate_hz
         last_tick = math.ceil(ts * rate) - 1
         if (last_tick - frame.next_tick) / rate > self.settings.max_gap_s:

@@ -16,7 +16,16 @@ class FrameSettings(Section):
         10.0, gt=0, description="A signal not updated for this long makes its windows incomplete."
     )
     max_assets: int = Field(
-        1000, ge=1, description="Assets tracked at once; readings of further assets are dropped."
+        1000,
+        ge=1,
+        description="Assets tracked at once (edge_assets_tracked); readings of further assets "
+        "are dropped (too_many_assets).",
+    )
+    asset_idle_s: float = Field(
+        600.0,
+        gt=0,
+        description="An asset that sent nothing for this long (wall clock) is forgotten and its "
+        "slot freed (edge_assets_evicted_total); its next reading starts a new frame.",
     )
     max_gap_s: float = Field(
         300.0, gt=0, description="A jump in time longer than this restarts the asset's frame."

@@ -50,12 +50,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,train]'
 	touch $@
 
-# Debian packages the tests and the demo run for real: mosquitto (the broker) and systemd
-# (systemd-analyze checks the unit). One apt-get update, only when something is missing.
+# Debian packages the tests and the demo run for real: mosquitto (the broker), systemd
+# (systemd-analyze checks the unit), chromium and chromium-driver (the page's tests drive a
+# real headless browser; nothing is downloaded by the tests). One apt-get update, only when
+# something is missing.
 system-deps:
 	@missing=""; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -x /usr/bin/chromedriver ] || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \

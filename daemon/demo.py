@@ -2,7 +2,8 @@
 
 Starts Debian's mosquitto on a free loopback port, a few simulated pumps publishing over
 MQTT faster than real time (one of them develops a fault), and the agent itself, then prints
-each recommendation as it arrives, with the model and rule pack versions it came from.
+each recommendation as it arrives (as incidents: demo_console.py), with the model and rule
+pack versions it came from, and the URL of the agent's live page.
 With `--update-after SECONDS` it also ships a fleet update live: it makes a signing key,
 builds a bundle of the shipped model and rule pack with bumped versions, signs it and
 publishes it to the demo gateway's group with the real `edge-agent bundle` commands, then
@@ -20,6 +21,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -35,11 +37,12 @@ from edge_agent.core.errors import BundleError, EdgeAgentError
 from edge_agent.core.readings import Outgoing, Priority, new_id
 from edge_agent.daemon.app import gateway_id, run_agent, topic_prefix
 from edge_agent.daemon.bundles import cli as bundle_cli
+from edge_agent.daemon.demo_console import Console, clock
 from edge_agent.daemon.settings import Settings, load_settings
 from edge_agent.models.manifest import default_manifest_path
 from edge_agent.rules.pack import default_pack_path
 from edge_agent.simulator.broker import running_broker
-from edge_agent.simulator.plant import FaultSpec, PumpStream
+from edge_agent.simulator.plant import FAULTS, FaultSpec, PumpStream
 
 log = structlog.get_logger(__name__)
 
@@ -50,15 +53,28 @@ UPDATE_VERSION = 1  # the demo's state directory is new each run: no bundle was 
 DEMO_PROBATION_S = 5.0
 
 
+def _free_port() -> int:
+    """A free loopback port for the demo agent's page (a real agent may hold 9108)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _demo_settings(
-    base: Settings, port: int, state_dir: Path, trusted_keys: Path | None = None
+    base: Settings,
+    port: int,
+    state_dir: Path,
+    trusted_keys: Path | None = None,
+    http_port: int = 0,
 ) -> Settings:
     update: dict[str, object] = {
         "mqtt": base.mqtt.model_copy(update={"host": "127.0.0.1", "port": port}),
         "agent": base.agent.model_copy(update={"state_dir": state_dir, "gateway_id": "demo"}),
         "log": base.log.model_copy(update={"level": "warning", "format": "console"}),
-        # The demo may run beside a real agent: its metrics endpoint takes any free port.
-        "service": base.service.model_copy(update={"http_port": 0}),
+        # The demo may run beside a real agent: its page listens on loopback, on a free port.
+        "service": base.service.model_copy(
+            update={"http_port": http_port, "http_host": "127.0.0.1", "http_enabled": True}
+        ),
     }
     if trusted_keys is not None:
         update["updates"] = base.updates.model_copy(
@@ -69,64 +85,6 @@ def _demo_settings(
             }
         )
     return base.model_copy(update=update)
-
-
-def _clock(ts: float, start: float) -> str:
-    return f"T+{int(ts - start) // 60:02d}:{int(ts - start) % 60:02d}"
-
-
-def _print_recommendation(payload: bytes, start_ts: float) -> None:
-    try:
-        rec = json.loads(payload)
-    except ValueError:
-        print(f"(unreadable recommendation: {payload[:200]!r})")
-        return
-    ts = float(rec.get("window_ts", start_ts))
-    kind = str(rec.get("kind", "?")).upper()
-    severity = str(rec.get("severity", "?")).upper()
-    asset = rec.get("asset", "?")
-    print(f"\n[{_clock(ts, start_ts)} simulated] {kind} {severity} {asset}")
-    for key in ("title", "explanation"):
-        if rec.get(key):
-            print(f"  {rec[key]}")
-    action = rec.get("action") or {}
-    if isinstance(action, dict) and action.get("text"):
-        due = action.get("due_within_h")
-        print(f"  action: {action['text']}" + (f" (within {due} h)" if due else ""))
-    print(f"  {_versions(rec)}")
-    print(f"  id {rec.get('id')}", flush=True)
-
-
-def _versions(rec: dict[str, object]) -> str:
-    """`model X vA / rules vB`: what the recommendation came from (a live update changes it)."""
-    model = rec.get("model")
-    pack = rec.get("rule_pack")
-    model = model if isinstance(model, dict) else {}
-    pack = pack if isinstance(pack, dict) else {}
-    return (
-        f"model {model.get('name', '?')} v{model.get('version', '?')} / "
-        f"rules v{pack.get('version', '?')}"
-    )
-
-
-def _print_job_state(payload: bytes) -> None:
-    try:
-        state = json.loads(payload)
-    except ValueError:
-        print(f"(unreadable job state: {payload[:200]!r})", flush=True)
-        return
-    if not isinstance(state, dict):
-        print(f"(unreadable job state: {payload[:200]!r})", flush=True)
-        return
-    status = str(state.get("status", "?"))
-    line = f"[update] job {state.get('job_id')} bundle {state.get('bundle_version')}: {status}"
-    if state.get("step"):
-        line += f" {state['step']}"
-    if state.get("reason"):
-        line += f": {state['reason']}"
-    if status in ("SUCCEEDED", "FAILED", "REJECTED"):
-        line += f" (serving bundle {state.get('active_version', 0)})"
-    print(line, flush=True)
 
 
 def bump_version(version: str) -> str:
@@ -254,7 +212,7 @@ async def _demo(args: argparse.Namespace, base: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     start_ts = float(int(datetime.now(UTC).timestamp()))
-    n = max(1, args.assets)
+    n = args.assets
     fault = FaultSpec(args.fault, args.onset)
     pumps = [
         PumpStream(
@@ -329,15 +287,21 @@ async def _run_demo(
     # The agent's state and the operator's keys and bundles apart, as on a real fleet.
     agent_dir = Path(state) / "agent"
     agent_dir.mkdir()
-    settings = _demo_settings(base, port, agent_dir, update.trusted_keys if update else None)
+    settings = _demo_settings(
+        base, port, agent_dir, update.trusted_keys if update else None, http_port=_free_port()
+    )
     prefix = topic_prefix(settings)
+    page = f"http://127.0.0.1:{settings.service.http_port}/"
+    onset = datetime.fromtimestamp(start_ts + args.onset, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     print(
         f"edge-agent demo: {n} pumps over {args.transport} (uplink: mosquitto 127.0.0.1:{port}), "
         f"{args.speed:g}x real time; pump-{n} develops {args.fault} at "
-        f"{_clock(start_ts + args.onset, start_ts)} simulated.\n"
+        f"{clock(start_ts + args.onset, start_ts)} simulated ({onset}).\n"
+        f"Live page: {page}\n"
         f"Recommendations arrive on {prefix}/recommendations/<asset>. Ctrl-C stops.",
         flush=True,
     )
+    console = Console(start_ts, page, str(agent_dir))
     if update is not None:
         print(
             f"A fleet update ships to group {UPDATE_GROUP} after {args.update_after:g} s; "
@@ -347,16 +311,14 @@ async def _run_demo(
     agent = asyncio.create_task(run_agent(settings, stop), name="agent")
     async with MqttClient(settings.mqtt, client_id="edge-demo-plant", name="demo") as client:
         client.subscribe(
-            f"{prefix}/recommendations/#",
-            1,
-            lambda _topic, payload: _print_recommendation(payload, start_ts),
+            f"{prefix}/recommendations/#", 1, lambda _t, payload: console.recommendation(payload)
         )
-        tasks = []
+        tasks = [asyncio.create_task(console.heartbeat(stop), name="heartbeat")]
         if update is not None:
             client.subscribe(
                 settings.updates.state_topic.format(gateway=gateway_id(settings)),
                 1,
-                lambda _topic, payload: _print_job_state(payload),
+                lambda _topic, payload: console.job_state(payload),
             )
             tasks.append(
                 asyncio.create_task(
@@ -379,8 +341,28 @@ async def _run_demo(
         await agent
 
 
+def bad_argument(args: argparse.Namespace) -> str | None:
+    """What is wrong with the demo's arguments, in one line; None when nothing is."""
+    if args.fault not in FAULTS:
+        known = ", ".join(FAULTS)
+        return f"--fault {args.fault}: not a fault the simulator knows; choose from {known}"
+    if args.assets < 1:
+        return f"--assets {args.assets}: the demo needs at least 1 pump"
+    if not math.isfinite(args.speed) or args.speed <= 0:
+        return f"--speed {args.speed:g}: must be a number of simulated seconds per second above 0"
+    if not math.isfinite(args.onset) or args.onset < 0:
+        return f"--onset {args.onset:g}: must be 0 or more simulated seconds"
+    if args.duration < 0 or args.update_after < 0:
+        return "--duration and --update-after: must be 0 (off) or more wall seconds"
+    return None
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """Run the demo until Ctrl-C (or `--duration`); exit code 0 on a clean stop."""
+    wrong = bad_argument(args)
+    if wrong is not None:
+        print(f"edge-agent demo: {wrong}", file=sys.stderr)
+        return 2
     base = load_settings(args.env_file)
     logs.configure("warning", "console")
     asyncio.run(_demo(args, base))

@@ -179,7 +179,15 @@ async def _publish(args: argparse.Namespace) -> int:
         _say(f"published job {job.job_id} (bundle {job.version}, {len(payload)} bytes) to {topic}")
         code = 0
         if args.wait and args.gateway:
-            code = await asyncio.wait_for(_until_final(states), args.wait)
+            try:
+                code = await asyncio.wait_for(_until_final(states), args.wait)
+            except TimeoutError:
+                _say(
+                    f"gave up after --wait {args.wait:g} s: gateway {args.gateway} reported no "
+                    "final state (offline, or still installing); the job stays retained on "
+                    f"{topic} and runs when the gateway takes it"
+                )
+                code = 3
     return code
 
 

@@ -15,6 +15,7 @@ import structlog
 
 from edge_agent.connectors.mqtt import MqttClient
 from edge_agent.connectors.registry import open_source
+from edge_agent.connectors.uns import open_namespace
 from edge_agent.connectors.uplink import MqttSink, uplink_client, uplink_prefix
 from edge_agent.core import metrics
 from edge_agent.core.errors import EdgeAgentError
@@ -81,7 +82,7 @@ def build_pipeline(settings: Settings, retention: Retention | None = None) -> Pi
     scorer, advisor = build_scorer_and_advisor(settings)
     manifest = scorer.manifest
     settings.agent.state_dir.mkdir(parents=True, exist_ok=True)
-    return Pipeline(
+    pipeline = Pipeline(
         frames=FrameBuilder(
             manifest.signals, manifest.rate_hz, manifest.window, manifest.hop, settings.frames
         ),
@@ -93,6 +94,8 @@ def build_pipeline(settings: Settings, retention: Retention | None = None) -> Pi
         review_topic=settings.rules.review_topic,
         retention=retention,
     )
+    pipeline.namespace = open_namespace(settings.uns, gateway_id(settings))
+    return pipeline
 
 
 class Agent:

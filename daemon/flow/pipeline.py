@@ -59,6 +59,14 @@ class Retention(Protocol):
         ...
 
 
+class Namespace(Protocol):
+    """Where recommendations also go: the Unified Namespace (`connectors.uns.Namespace`)."""
+
+    def messages(self, recommendations: Sequence[Outgoing]) -> list[Outgoing]:
+        """The namespace's messages for these recommendation messages."""
+        ...
+
+
 class Pipeline:
     """Turns readings into recommendations in the outbox."""
 
@@ -80,6 +88,7 @@ class Pipeline:
         self.advisor = advisor
         self.outbox = outbox
         self.retention = retention
+        self.namespace: Namespace | None = None  # the Unified Namespace (EDGE_UNS), set by the app
         self._prefix = topic_prefix
         self._review = review_topic
         self._wake = asyncio.Event()
@@ -190,7 +199,10 @@ class Pipeline:
                         publish=rec.severity == "critical",
                     )
         if recs:
-            await self.outbox.put([self._outgoing(r) for r in recs])
+            out = [self._outgoing(r) for r in recs]
+            if self.namespace is not None:
+                out += self.namespace.messages(out)
+            await self.outbox.put(out)
             for rec in recs:
                 metrics.RECOMMENDATIONS.labels(rec.kind, rec.severity).inc()
                 log.info(

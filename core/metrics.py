@@ -242,3 +242,22 @@ EVIDENCE_REQUESTS_DROPPED = Counter(
     "Evidence requests refused because too many replies were pending.",
     registry=REGISTRY,
 )
+
+LEARNING_PROGRESS = Gauge(
+    "edge_learning_progress",
+    "Share of its learning period an asset has recorded (0..1); 1 once its model scores.",
+    ["asset"],
+    registry=REGISTRY,
+)
+ASSETS = Gauge(
+    "edge_assets",
+    "Assets of `learn` profiles by state: learning, scoring, failed.",
+    ["state"],
+    registry=REGISTRY,
+)
+FITS = Counter(
+    "edge_learning_fits_total",
+    "Fits of learned models on the gateway, by outcome: done, failed, cancelled.",
+    ["outcome"],
+    registry=REGISTRY,
+)

@@ -3,7 +3,9 @@
 Owns the wiring (app.py: one TaskGroup, ordered stop), the one settings tree assembled from
 every part's section (settings.py), the command line (cli.py) and the demo (demo.py), and
 the subpackages of the agent's own machinery:
-- flow/: frames, gate, window statistics and the pipeline (a reading's path);
+- flow/: frames, gate, window statistics, the lanes and routing by profile, and the
+  pipeline (a reading's path);
+- learning/: assets that learn their own model on the gateway, and `edge-agent model`;
 - outbox/: the bounded on-disk queue of everything sent upstream;
 - retention/: raw rings, evidence around anomalies, compressed history;
 - bundles/: signed bundles and fleet updates;

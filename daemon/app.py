@@ -15,7 +15,6 @@ import structlog
 
 from edge_agent.connectors.mqtt import MqttClient
 from edge_agent.connectors.registry import open_source
-from edge_agent.connectors.uns import open_namespace
 from edge_agent.connectors.uplink import MqttSink, uplink_client, uplink_prefix
 from edge_agent.core import metrics
 from edge_agent.core.errors import EdgeAgentError
@@ -23,17 +22,16 @@ from edge_agent.daemon.bundles.build import model_input_of
 from edge_agent.daemon.bundles.bundle import TrustedKeys
 from edge_agent.daemon.bundles.store import active_bundle
 from edge_agent.daemon.bundles.updates import UpdateService, bundle_settings
-from edge_agent.daemon.flow.frames import FrameBuilder
-from edge_agent.daemon.flow.gate import Gate
+from edge_agent.daemon.flow.lanes import Lane, build_lane, profile_lanes
 from edge_agent.daemon.flow.pipeline import Pipeline
+from edge_agent.daemon.flow.routing import Router
+from edge_agent.daemon.learning.wiring import build_learner, subscribe_relearn
 from edge_agent.daemon.outbox.queue import open_outbox
 from edge_agent.daemon.retention.keeper import Retention
 from edge_agent.daemon.service.http import Health, HttpEndpoint
 from edge_agent.daemon.service.notify import Notifier, install_debug_stall
 from edge_agent.daemon.service.pressure import Pressure
 from edge_agent.models.manifest import load_manifest
-from edge_agent.models.scorer import Scorer
-from edge_agent.rules.engine import Advisor, load_pack
 
 if TYPE_CHECKING:
     from edge_agent.core.ports import Sink, Source
@@ -53,49 +51,31 @@ def topic_prefix(settings: Settings) -> str:
     return uplink_prefix(settings.uplink, gateway_id(settings))
 
 
-def build_scorer_and_advisor(settings: Settings) -> tuple[Scorer, Advisor]:
-    """Load and verify the model and the rule packs (blocking: run it off the event loop)."""
+def build_shipped_lane(settings: Settings) -> Lane:
+    """Load and verify the shipped (or bundle's) model and rule packs (blocking)."""
     manifest = load_manifest(settings.model.manifest)
-    scorer = Scorer(
-        manifest,
-        backends=settings.model.backends,
-        onnx_providers=settings.model.onnx_providers,
-        max_batch=settings.model.max_batch,
-        litert_delegates=settings.model.litert_delegates,
-        precision=settings.model.precision,
+    return build_lane(
+        "shipped", manifest, settings, gateway_id=gateway_id(settings), packs=settings.rules.packs
     )
-    advisor = Advisor(
-        load_pack(settings.rules.packs),
-        model_name=manifest.name,
-        model_version=manifest.version,
-        signals=manifest.signals,
-        classes=manifest.classes,
-        gateway_id=gateway_id(settings),
-        assets=settings.assets,
-        max_assets=settings.rules.max_assets,
-    )
-    return scorer, advisor
 
 
-def build_pipeline(settings: Settings, retention: Retention | None = None) -> Pipeline:
-    """Assemble the pipeline around a freshly loaded model and rule pack."""
-    scorer, advisor = build_scorer_and_advisor(settings)
-    manifest = scorer.manifest
+def build_pipeline(
+    settings: Settings, retention: Retention | None = None, shipped: Lane | None = None
+) -> Pipeline:
+    """Assemble the pipeline: the shipped lane, the profiles' lanes, the outbox (blocking)."""
+    shipped = shipped or build_shipped_lane(settings)
     settings.agent.state_dir.mkdir(parents=True, exist_ok=True)
-    pipeline = Pipeline(
-        frames=FrameBuilder(
-            manifest.signals, manifest.rate_hz, manifest.window, manifest.hop, settings.frames
+    return Pipeline(
+        router=Router(
+            settings.assets,
+            shipped,
+            profile_lanes(settings, gateway_id(settings), shipped.manifest),
         ),
-        gate=Gate(settings.gate, len(manifest.signals)),
-        scorer=scorer,
-        advisor=advisor,
         outbox=open_outbox(settings.outbox, settings.agent.state_dir),
         topic_prefix=topic_prefix(settings),
         review_topic=settings.rules.review_topic,
         retention=retention,
     )
-    pipeline.namespace = open_namespace(settings.uns, gateway_id(settings))
-    return pipeline
 
 
 class Agent:
@@ -114,6 +94,7 @@ class Agent:
         self.bundle = active_bundle(settings.agent.state_dir, keys) if keys is not None else None
         self.retention = Retention.from_settings(settings, self.gateway)
         self.pipeline = build_pipeline(bundle_settings(settings, self.bundle), self.retention)
+        self.learner = build_learner(settings, self.pipeline, topic_prefix(settings), self.gateway)
         self.ready = False  # start-up is over (READY=1 sent)
         self.uplink: MqttClient | None = None
         self.sources: list[Source] = []
@@ -123,26 +104,30 @@ class Agent:
     async def activate(self, bundle: Bundle | None) -> None:
         """Swap in the model and rules of `bundle` (None: the shipped ones) without a restart."""
         effective = bundle_settings(self.settings, bundle)
-        scorer, advisor = await asyncio.to_thread(build_scorer_and_advisor, effective)
-        self.pipeline.replace(scorer, advisor)
+        lane = await asyncio.to_thread(build_shipped_lane, effective)
+        self.pipeline.replace(lane)
         self.bundle = bundle
         log.info(
             "bundle activated",
             bundle=bundle.version if bundle else "shipped",
-            model=scorer.manifest.version,
-            rules=advisor.pack.version,
+            model=lane.manifest.version,
+            rules=lane.advisor.pack.version,
         )
 
     def reload_rules(self) -> None:
-        """SIGHUP: re-read the rule packs; an invalid pack is logged and the old one kept."""
-        packs = bundle_settings(self.settings, self.bundle).rules.packs
-        try:
-            self.pipeline.advisor.replace_pack(load_pack(packs))
-        except EdgeAgentError as exc:
-            metrics.RELOADS.labels("rejected").inc()
-            log.error("rule pack reload rejected, the old pack keeps running", errors=str(exc))  # noqa: TRY400
-        else:
-            metrics.RELOADS.labels("applied").inc()
+        """SIGHUP: re-read every lane's rule packs; an invalid pack is logged, the old one kept."""
+        for lane in self.pipeline.router.lanes():
+            try:
+                lane.reload_rules()
+            except EdgeAgentError as exc:
+                metrics.RELOADS.labels("rejected").inc()
+                log.error(  # noqa: TRY400
+                    "rule pack reload rejected, the old pack keeps running",
+                    lane=lane.name,
+                    errors=str(exc),
+                )
+            else:
+                metrics.RELOADS.labels("applied").inc()
 
     # --- tasks (they read self.pipeline each time: activation may replace its parts) -------
 
@@ -176,7 +161,8 @@ class Agent:
             outbox_depth=self.pipeline.outbox.depth(),
             outbox_store=self.pipeline.outbox.status(),
             backend=self.pipeline.scorer.backend_name,
-            degraded=self.pipeline.gate.pressure,
+            degraded=self.pipeline.pressure,
+            learning=self.learner.health() if self.learner is not None else None,
         )
 
     def status_line(self) -> str:
@@ -219,6 +205,8 @@ async def _connect(agent: Agent, stack: AsyncExitStack) -> MqttClient:
         1,
         lambda _t, payload: agent.pipeline.answer_evidence_request(payload),
     )
+    if agent.learner is not None:
+        subscribe_relearn(uplink, agent.learner, topic_prefix(settings))
     return uplink
 
 
@@ -235,6 +223,10 @@ def _background(
         tg.create_task(agent.run_pipeline(), name="pipeline"),
         tg.create_task(agent.pipeline.run_retention(), name="retention"),
         tg.create_task(pressure.run(), name="pressure"),
+        tg.create_task(
+            agent.learner.run() if agent.learner is not None else asyncio.sleep(0),
+            name="learning",
+        ),
         tg.create_task(
             notifier.run_watchdog(settings.service.watchdog_ratio)
             if settings.service.watchdog
@@ -285,7 +277,7 @@ async def run_agent(
     handled = _signal_handlers(loop, stop, agent.reload_rules)
     if install_debug_stall(loop, settings.service.debug_stall_s):
         handled.append(signal.SIGUSR2)
-    pressure = Pressure(settings.service, backlog=lambda: agent.pipeline.frames.pending)
+    pressure = Pressure(settings.service, backlog=lambda: agent.pipeline.pending)
     pressure.subscribe(agent.pipeline.set_pressure)
     try:
         async with AsyncExitStack() as stack:

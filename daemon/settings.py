@@ -30,15 +30,17 @@ from edge_agent.connectors.settings import (
     UnsSettings,
     UplinkSettings,
 )
+from edge_agent.core.assets import AssetSettings
 from edge_agent.core.errors import ConfigError
 from edge_agent.core.settings import DELIMITER, PREFIX, LogSettings, Section
 from edge_agent.daemon.bundles.settings import UpdateSettings
 from edge_agent.daemon.flow.settings import FrameSettings, GateSettings
+from edge_agent.daemon.learning.settings import LearningSettings
 from edge_agent.daemon.outbox.settings import OutboxSettings
 from edge_agent.daemon.retention.settings import RetentionSettings
 from edge_agent.daemon.service.settings import ServiceSettings
 from edge_agent.models.settings import ModelSettings
-from edge_agent.rules.settings import AssetSettings, RuleSettings
+from edge_agent.rules.settings import RuleSettings
 
 SourceName = Literal["mqtt", "opcua", "sparkplug"]
 
@@ -85,7 +87,12 @@ class Settings(BaseSettings):
     gate: GateSettings = Field(default_factory=GateSettings, description="Gate.")
     model: ModelSettings = Field(default_factory=ModelSettings, description="Model.")
     rules: RuleSettings = Field(default_factory=RuleSettings, description="Rule packs.")
-    assets: AssetSettings = Field(default_factory=AssetSettings, description="Asset metadata.")
+    assets: AssetSettings = Field(
+        default_factory=AssetSettings, description="Assets: metadata and profiles."
+    )
+    learning: LearningSettings = Field(
+        default_factory=LearningSettings, description="Learning on the gateway."
+    )
     outbox: OutboxSettings = Field(default_factory=OutboxSettings, description="Outbox.")
     updates: UpdateSettings = Field(default_factory=UpdateSettings, description="Fleet updates.")
     opcua: OpcUaSettings = Field(default_factory=OpcUaSettings, description="OPC UA source.")

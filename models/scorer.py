@@ -88,14 +88,19 @@ class Scorer:
             f"{self.manifest.name} {self.manifest.version}"
         )
 
-    def score(self, windows: np.ndarray) -> ModelOutput:
-        """Score raw float32 windows [N, W, S]; windows are normalised here."""
+    def score(self, windows: np.ndarray, centre: np.ndarray | None = None) -> ModelOutput:
+        """Score raw float32 windows [N, W, S]; windows are normalised here.
+
+        `centre` [N, S], when given, replaces the manifest's mean for each window: a learned
+        model's per-asset baseline, which follows the asset while it is healthy.
+        """
         if windows.ndim != 3 or windows.shape[1:] != self._shape:
             raise ModelError(
                 f"windows of shape {windows.shape} do not fit the model's "
                 f"[N, {self._shape[0]}, {self._shape[1]}]"
             )
-        x = (windows.astype(np.float32, copy=False) - self._mean) * self._inv_std
+        mean = self._mean if centre is None else centre.astype(np.float32)[:, None, :]
+        x = (windows.astype(np.float32, copy=False) - mean) * self._inv_std
         n = x.shape[0]
         if n == 0:
             classes = len(self.manifest.classes)

@@ -1,13 +1,15 @@
-"""Settings of the rule packs and the asset metadata they read."""
+"""Settings of the rule packs; the asset metadata they read lives in core/assets.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 
+from edge_agent.core.assets import AssetMeta, AssetSettings, Criticality
 from edge_agent.core.settings import Section
+
+__all__ = ["AssetMeta", "AssetSettings", "Criticality", "RuleSettings"]
 
 
 class RuleSettings(Section):
@@ -28,37 +30,3 @@ class RuleSettings(Section):
         description="Assets whose rule state is kept; past it the least recently seen asset's "
         "state is dropped (counted).",
     )
-
-
-Criticality = Literal["low", "medium", "high"]
-
-
-class AssetMeta(Section):
-    """What rule packs know about one asset (meta.type, meta.criticality, meta.state)."""
-
-    type: str = Field("pump", description="Kind of machine, e.g. pump, motor, fan.")
-    criticality: Criticality = Field(
-        "medium", description="How much the process depends on it: low, medium, high."
-    )
-    state: str = Field("running", description="Operating state as the site reports it.")
-
-
-class AssetSettings(Section):
-    """Asset metadata for rule packs."""
-
-    meta: dict[str, AssetMeta] = Field(
-        default_factory=dict,
-        description='Asset -> {"type", "criticality", "state"} (JSON object); '
-        "assets not listed get the defaults below.",
-    )
-    default_type: str = Field("pump", description="Type of an asset not listed in `meta`.")
-    default_criticality: Criticality = Field(
-        "medium", description="Criticality of an asset not listed in `meta`."
-    )
-
-    def of(self, asset: str) -> AssetMeta:
-        """The metadata of one asset."""
-        found = self.meta.get(asset)
-        if found is not None:
-            return found
-        return AssetMeta(type=self.default_type, criticality=self.default_criticality)

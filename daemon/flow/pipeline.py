@@ -2,7 +2,10 @@
 
 One task owns the pipeline; sources hand it batches of readings with `ingest` (no queue, no
 thread hop: the frames are updated in the source's own callback turn) and it wakes to score
-whatever windows are complete, in one batch across all assets.
+whatever windows are complete, in one batch per lane across that lane's assets. Without
+profiles every reading goes straight to the shipped model's lane, as it always did; with
+them the router (routing.py) transforms each reading by its asset's profile and hands it to
+the asset's lane (lanes.py), or to learning while the asset has no model yet.
 """
 
 from __future__ import annotations
@@ -13,18 +16,15 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
 import structlog
 
 from edge_agent.core import metrics
 from edge_agent.core.logs import RateLimited
-from edge_agent.core.readings import Outgoing, Priority, Reading, WindowResult
-from edge_agent.daemon.flow.frames import FrameBuilder
-from edge_agent.daemon.flow.gate import Gate
-from edge_agent.daemon.flow.stats import window_stats
+from edge_agent.core.readings import Outgoing, Priority, Reading
 
 if TYPE_CHECKING:
-    from edge_agent.daemon.flow.frames import Window
+    from edge_agent.daemon.flow.lanes import Lane
+    from edge_agent.daemon.flow.routing import Router
     from edge_agent.daemon.outbox.queue import Outbox
     from edge_agent.models.scorer import Scorer
     from edge_agent.rules.engine import Advisor, Recommendation
@@ -68,69 +68,115 @@ class Namespace(Protocol):
 
 
 class Pipeline:
-    """Turns readings into recommendations in the outbox."""
+    """Turns readings into recommendations in the outbox, through each asset's lane."""
 
     def __init__(
         self,
         *,
-        frames: FrameBuilder,
-        gate: Gate,
-        scorer: Scorer,
-        advisor: Advisor,
+        router: Router,
         outbox: Outbox,
         topic_prefix: str,
         review_topic: str = "needs_review",
         retention: Retention | None = None,
     ) -> None:
-        self.frames = frames
-        self.gate = gate
-        self.scorer = scorer
-        self.advisor = advisor
+        self.router = router
         self.outbox = outbox
         self.retention = retention
         self.namespace: Namespace | None = None  # the Unified Namespace (EDGE_UNS), set by the app
         self._prefix = topic_prefix
         self._review = review_topic
         self._wake = asyncio.Event()
+        self._dirty: set[Lane] = set()  # lanes that took readings since the last step
         self._replies: list[Outgoing] = []
         self._reply_log = RateLimited(10.0)
         self._reply_wake = asyncio.Event()
         self.last_reading_wall = 0.0
 
+    # The shipped model's lane: what bundles replace and health reports.
+    @property
+    def shipped(self) -> Lane:
+        """The lane of the shipped (or bundle-delivered) model."""
+        return self.router.shipped
+
+    @property
+    def scorer(self) -> Scorer:
+        """The shipped lane's scorer."""
+        return self.router.shipped.scorer
+
+    @property
+    def advisor(self) -> Advisor:
+        """The shipped lane's advisor."""
+        return self.router.shipped.advisor
+
+    @property
+    def pending(self) -> int:
+        """Windows waiting in every lane."""
+        return sum(lane.pending for lane in self.router.lanes())
+
+    @property
+    def pressure(self) -> bool:
+        """Whether degraded mode is engaged."""
+        return self.router.pressure
+
     def ingest(self, readings: Sequence[Reading]) -> None:
         """Add a batch of readings; wakes the pipeline task when windows are ready."""
         if not readings:
             return
-        self.frames.ingest(readings)
+        if not self.router.profiled:  # no profiles: every reading to the shipped lane as is
+            frames = self.router.shipped.frames
+            frames.ingest(readings)
+            if self.retention is not None:
+                self.retention.ingest(readings)
+            self.last_reading_wall = time.time()
+            if frames.pending:
+                self._wake.set()
+            return
+        kept, lanes = self.router.dispatch(readings)
         if self.retention is not None:
-            self.retention.ingest(readings)
+            self.retention.ingest(kept)
         self.last_reading_wall = time.time()
-        if self.frames.pending:
+        self._dirty |= lanes
+        if any(lane.pending for lane in lanes):
             self._wake.set()
 
-    def replace(self, scorer: Scorer, advisor: Advisor) -> None:
-        """Swap in a new model and rule pack (bundle activation) between two batches.
+    def add_learned(self, asset: str, lane: Lane, backlog: Sequence[Reading] = ()) -> None:
+        """An asset's learned model is ready: it scores in `lane` from now on.
 
-        Frames are kept when the new model reads the same grid; otherwise they restart.
+        `backlog` holds the asset's readings that arrived while it was fitted (already
+        transformed and kept by retention): they go to the lane's frames first.
         """
-        old, new = self.scorer.manifest, scorer.manifest
-        if (old.signals, old.rate_hz, old.window, old.hop) != (
-            new.signals,
-            new.rate_hz,
-            new.window,
-            new.hop,
-        ):
-            self.frames = FrameBuilder(
-                new.signals, new.rate_hz, new.window, new.hop, self.frames.settings
-            )
-            self.gate = Gate(self.gate.settings, len(new.signals))
-            log.warning("model reads another grid: frames restarted", model=new.version)
-        self.scorer = scorer
-        self.advisor = advisor
+        self.router.add_learned(asset, lane)
+        if backlog:
+            lane.frames.ingest(backlog)
+            self._dirty.add(lane)
+            if lane.pending:
+                self._wake.set()
+
+    def drop_learned(self, asset: str) -> None:
+        """The asset learns again: its lane and its windows in flight go."""
+        lane = self.router.drop_learned(asset)
+        if lane is not None:
+            self._dirty.discard(lane)
+
+    def replace(self, lane: Lane) -> None:
+        """Swap in a new model and rule pack for the shipped lane (bundle activation).
+
+        The frames and the gate are kept when the new model reads the same grid; otherwise
+        they restart.
+        """
+        old = self.router.shipped
+        a, b = old.manifest, lane.manifest
+        if (a.signals, a.rate_hz, a.window, a.hop) == (b.signals, b.rate_hz, b.window, b.hop):
+            lane.frames, lane.gate = old.frames, old.gate
+        else:
+            log.warning("model reads another grid: frames restarted", model=b.version)
+        lane.gate.pressure = self.router.pressure
+        self.router.replace_shipped(lane)
+        self._dirty.discard(old)
 
     def set_pressure(self, engaged: bool) -> None:
-        """Degraded mode: the gate raises its bar and history digests thin out."""
-        self.gate.pressure = engaged
+        """Degraded mode: the gates raise their bar and history digests thin out."""
+        self.router.set_pressure(engaged)
 
     def answer_evidence_request(self, payload: bytes) -> None:
         """Queue the reply to an evidence request (called from the MQTT callback)."""
@@ -156,7 +202,7 @@ class Pipeline:
                 await asyncio.wait_for(self._reply_wake.wait(), RETENTION_INTERVAL_S)
             self._reply_wake.clear()
             ticks += 1
-            await self._move_retention(digests=not self.gate.pressure or ticks % 10 == 0)
+            await self._move_retention(digests=not self.pressure or ticks % 10 == 0)
 
     async def _move_retention(self, *, digests: bool) -> None:
         msgs, self._replies = self._replies, []
@@ -180,15 +226,16 @@ class Pipeline:
             await self.step()
 
     async def step(self) -> int:
-        """Score every pending window once; return how many recommendations it produced."""
-        backlog = self.frames.pending
-        windows = self.frames.take()
-        chosen = self.gate.select(windows, backlog)
-        if not chosen:
+        """Score every lane's pending windows once; return how many recommendations it made."""
+        lanes, self._dirty = self._dirty, set()
+        lanes.add(self.router.shipped)
+        recs: list[Recommendation] = []
+        for lane in lanes:
+            if lane.pending:
+                recs += lane.step()
+        if not recs:
             return 0
-        results = self._score(chosen)
-        recs = self.advisor.evaluate(results)
-        if recs and self.retention is not None:
+        if self.retention is not None:
             for rec in recs:
                 if rec.kind == "raise":
                     ts = rec.payload.get("window_ts")
@@ -198,48 +245,20 @@ class Pipeline:
                         reason=str(rec.payload.get("rule_id", rec.kind)),
                         publish=rec.severity == "critical",
                     )
-        if recs:
-            out = [self._outgoing(r) for r in recs]
-            if self.namespace is not None:
-                out += self.namespace.messages(out)
-            await self.outbox.put(out)
-            for rec in recs:
-                metrics.RECOMMENDATIONS.labels(rec.kind, rec.severity).inc()
-                log.info(
-                    "recommendation",
-                    asset=rec.asset,
-                    kind=rec.kind,
-                    severity=rec.severity,
-                    id=rec.id,
-                )
-        return len(recs)
-
-    def _score(self, windows: Sequence[Window]) -> list[WindowResult]:
-        manifest = self.scorer.manifest
-        signals = manifest.signals
-        x = np.stack([w.values for w in windows])
-        out = self.scorer.score(x)
-        stats = window_stats(x, signals, manifest.rate_hz, self.gate.baselines(windows))
-        scores = out.score.tolist()
-        contrib = out.contrib.tolist()
-        probs = out.probs.tolist()
-        classes = manifest.classes
-        threshold = self.scorer.threshold  # each artifact has its own calibration
-        results = [
-            WindowResult(
-                w.asset,
-                w.ts,
-                scores[i],
-                threshold,
-                dict(zip(signals, contrib[i], strict=True)),
-                dict(zip(classes, probs[i], strict=True)),
-                stats[i],
+        out = [self._outgoing(r) for r in recs]
+        if self.namespace is not None:
+            out += self.namespace.messages(out)
+        await self.outbox.put(out)
+        for rec in recs:
+            metrics.RECOMMENDATIONS.labels(rec.kind, rec.severity).inc()
+            log.info(
+                "recommendation",
+                asset=rec.asset,
+                kind=rec.kind,
+                severity=rec.severity,
+                id=rec.id,
             )
-            for i, w in enumerate(windows)
-        ]
-        self.gate.learn(windows, [not r.anomalous for r in results])
-        metrics.WINDOWS.labels("scored").inc(len(windows))
-        return results
+        return len(recs)
 
     def _outgoing(self, rec: Recommendation) -> Outgoing:
         review = rec.kind == "needs_review"

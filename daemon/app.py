@@ -15,6 +15,7 @@ import structlog
 
 from edge_agent.connectors.mqtt import MqttClient
 from edge_agent.connectors.registry import open_source
+from edge_agent.connectors.uns import open_namespace
 from edge_agent.connectors.uplink import MqttSink, uplink_client, uplink_prefix
 from edge_agent.core import metrics
 from edge_agent.core.errors import EdgeAgentError
@@ -65,7 +66,7 @@ def build_pipeline(
     """Assemble the pipeline: the shipped lane, the profiles' lanes, the outbox (blocking)."""
     shipped = shipped or build_shipped_lane(settings)
     settings.agent.state_dir.mkdir(parents=True, exist_ok=True)
-    return Pipeline(
+    pipeline = Pipeline(
         router=Router(
             settings.assets,
             shipped,
@@ -76,6 +77,8 @@ def build_pipeline(
         review_topic=settings.rules.review_topic,
         retention=retention,
     )
+    pipeline.namespace = open_namespace(settings.uns, gateway_id(settings))
+    return pipeline
 
 
 class Agent:

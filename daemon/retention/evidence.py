@@ -158,9 +158,14 @@ class EvidenceStore:
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise EvidenceError(
-                f"evidence directory {root} (under EDGE_AGENT__STATE_DIR) cannot be created: {exc}"
-            ) from exc
+            # Degrade, as the outbox does: every record is refused (counted failed) until then.
+            log.error(  # noqa: TRY400 - the reason is in the message
+                "evidence_store_unavailable",
+                path=str(root),
+                error=str(exc),
+                action="evidence records are not kept; fix EDGE_AGENT__STATE_DIR",
+            )
+            return
         self._load()
 
     def _load(self) -> None:
@@ -169,7 +174,7 @@ class EvidenceStore:
             if path.suffix == ".tmp":
                 # A write that did not reach its rename: the record never existed.
                 log.warning("evidence_leftover_removed", path=str(path))
-                path.unlink(missing_ok=True)
+                _remove(path)
                 continue
             if path.suffix != SUFFIX:
                 log.warning("evidence_foreign_file_ignored", path=str(path))
@@ -209,7 +214,7 @@ class EvidenceStore:
                 os.fsync(f.fileno())
             tmp.replace(path)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            _remove(tmp)  # on a read-only or failing disk this fails too: never past here
             raise EvidenceError(f"evidence {evidence_id}: cannot write {path}: {exc}") from exc
         self._index[evidence_id] = _Entry(path, created, len(image))
         self.nbytes += len(image)
@@ -265,6 +270,14 @@ class EvidenceStore:
             RETENTION_EVICTIONS.labels("evidence", "ttl").inc()
             gone.append((eid, entry.created))
         return gone
+
+
+def _remove(path: Path) -> None:
+    """Remove a file if it is there; a failure (read-only disk) is logged, never raised."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("evidence_file_not_removed", path=str(path), error=str(exc))
 
 
 def root_files(root: Path) -> list[Path]:

@@ -34,6 +34,8 @@ from numpy.typing import NDArray
 
 from edge_agent.core.logs import RateLimited
 from edge_agent.core.metrics import (
+    ASSETS_EVICTED,
+    ASSETS_TRACKED,
     EVIDENCE_RECORDS,
     READINGS_DROPPED,
     RETENTION_BYTES,
@@ -115,6 +117,7 @@ class Retention:
         self._limit = RateLimited(settings.log_interval_s)
         self.evidence = EvidenceStore(state_dir / "evidence", settings.evidence_ttl_s, clock)
         self.history = HistoryStore(settings.history_ttl_s, clock)
+        self._next_sweep = 0.0  # monotonic time of the next look for idle assets
         self._make_room(0)  # the budget may have shrunk since the last run
         self._gauges()
 
@@ -142,27 +145,12 @@ class Retention:
 
     def ingest(self, readings: Sequence[Reading]) -> None:
         """Take a batch of readings (any assets, signals and order)."""
-        series_of = self._series.by_key.get
-        full: list[str] = []  # assets with a series at FLUSH_SAMPLES
-        late: list[tuple[str, str]] = []  # series that got a reading not after their newest
-        no_ring: Counter[tuple[str, str]] = Counter()
-        for r in readings:
-            series = series_of((r[0], r[1]))
-            if series is None:
-                series = self._series.for_signal(r[0], r[1])
-                if series is None:
-                    no_ring[r[0], r[1]] += 1
-                    continue
-            if r[2] > series.last:
-                series.last = r[2]
-                unwritten = series.unwritten
-                unwritten.append(r)
-                if len(unwritten) == FLUSH_SAMPLES:
-                    full.append(series.asset)
-            else:
-                late.append((r[0], r[1]))
-        for (asset, signal), n in no_ring.items():
-            self._drop(n, "retention_no_ring", asset, signal)
+        full, late, refused = self._series.take(readings, self.settings.ring_seconds, FLUSH_SAMPLES)
+        for (asset, signal), n in refused.items():
+            if not signal:
+                self._drop(n, "implausible_ts", asset, "(a reading ring_seconds ahead)")
+            elif self._series.uses(signal):  # a signal no model reads: the frames log it
+                self._drop(n, "retention_no_ring", asset, signal)
         if late:
             full += self._reorder(readings, late)
         event_time = self._series.event_time
@@ -215,6 +203,7 @@ class Retention:
 
     def _flush_asset(self, asset: str) -> None:
         """Write every unwritten reading of `asset` to its rings, evidence and history."""
+        self._series.touch(asset, time.monotonic())
         parts: list[_Part] = []
         for series in self._series.of(asset):
             arrays = series.take_unwritten()
@@ -337,7 +326,7 @@ class Retention:
         except EvidenceError as exc:
             self.evidence.forget(rec.id, "lost", str(exc))
             EVIDENCE_RECORDS.labels("failed").inc()
-            log.exception("evidence_write_failed", id=rec.id, error=str(exc))
+            self._warn_key("evidence_write_failed", id=rec.id, asset=rec.asset, error=str(exc))
             return
         EVIDENCE_RECORDS.labels("complete" if complete else "cut").inc()
         if publish:
@@ -401,12 +390,32 @@ class Retention:
 
     # --- upkeep -------------------------------------------------------------------------
 
+    def keep_signals(self, signals: Sequence[str] | None) -> None:
+        """Retain only the signals a model reads (None: all); the rest never become digests."""
+        self._series.keep_signals(signals)
+
     def _maintain(self) -> None:
         for eid, created in self.evidence.expire():
             self._notify("evidence", eid, "ttl", created)
         for block in self.history.expired():
             self._history_gone(block, "ttl")
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + min(self.settings.asset_idle_s / 4, 60.0)
+            recording = {r.asset for r in self._pending.values()}
+            for asset in set(self._series.idle(now, self.settings.asset_idle_s)) - recording:
+                self._forget(asset)
         self._gauges()
+
+    def _forget(self, asset: str) -> None:
+        """Free an idle asset's rings; what its compressors still hold goes to history."""
+        self._flush_asset(asset)
+        for series in self._series.drop(asset):
+            held = series.flush()
+            if held is not None and held[0].size:
+                self._add_history(series, *held)
+        ASSETS_EVICTED.labels("retention", "idle").inc()
+        log.info("assets_forgotten", part="retention", asset=asset[:200])
 
     def _history_gone(self, block: Block, reason: str) -> None:
         RETENTION_EVICTIONS.labels("history", reason).inc(block.ts.size)
@@ -426,6 +435,7 @@ class Retention:
         RETENTION_BYTES.labels("ring").set(usage.ring)
         RETENTION_BYTES.labels("history").set(usage.history)
         RETENTION_BYTES.labels("evidence").set(usage.evidence)
+        ASSETS_TRACKED.labels("retention").set(self._series.assets)
 
     def _drop(self, n: int, reason: str, asset: str, signal: str) -> None:
         READINGS_DROPPED.labels(reason).inc(n)

@@ -5,12 +5,19 @@ a signal's readings are dropped (and counted by `Retention`). Readings taken on 
 wait in `unwritten` (references to the caller's `Reading` tuples, strictly increasing in time)
 until `Retention` writes its asset. The history bound of a series is absolute (`deviations`),
 a percent of its span (`spans`), or a percent of the range seen so far, which only grows.
+
+The table keeps only signals a model reads (`keep_signals`; all until told) and forgets the
+series of an asset that sent nothing for `asset_idle_s` of wall time (`idle`, `drop`), so a
+flood of names holds no ring for long. A reading more than `ring_seconds` ahead of its
+series' newest is held until another confirms the jump (`confirms`): one reading cannot
+move a series' clock and leave every later reading behind it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 
@@ -42,6 +49,18 @@ class Series:
     compressor: Compressor | None = None
     last: float = -math.inf  # newest timestamp taken, unwritten or written
     unwritten: list[Reading] = field(default_factory=list)  # taken, not yet written, in order
+    held: tuple[float, float] | None = None  # (a jump's time, `last` when it came)
+
+    def confirms(self, ts: float, jump: float) -> bool:
+        """Whether a reading at `ts`, over `jump` after `last`, may be taken (else it is held).
+
+        The first reading of a series is taken; a jump is taken when the reading before it
+        was a jump to near the same time with no reading taken in between.
+        """
+        if self.last == -math.inf:
+            return True
+        held, self.held = self.held, (ts, self.last)
+        return held is not None and held[1] == self.last and abs(ts - held[0]) <= jump
 
     def retake(self, mine: Sequence[Reading], n_late: int) -> int:
         """Take this batch's readings `mine` again, sorted (stable); return how many drop.
@@ -132,6 +151,8 @@ class SeriesTable:
         self._max_series = settings.ring_bytes // (self._capacity * BYTES_PER_SAMPLE)
         self.by_key: dict[tuple[str, str], Series] = {}
         self._by_asset: dict[str, list[Series]] = {}
+        self._seen: dict[str, float] = {}  # asset -> monotonic time it last had readings
+        self._signals: frozenset[str] | None = None  # None: every signal
         self.nbytes = 0
 
     def __iter__(self) -> Iterator[Series]:
@@ -140,7 +161,7 @@ class SeriesTable:
     def for_signal(self, asset: str, signal: str) -> Series | None:
         """The series of one signal, made on first sight; None when no ring fits any more."""
         series = self.by_key.get((asset, signal))
-        if series is not None or len(self.by_key) >= self._max_series:
+        if series is not None or len(self.by_key) >= self._max_series or not self.uses(signal):
             return series
         s = self.settings
         deviation = s.deviations.get(f"{asset}/{signal}", s.deviations.get(signal))
@@ -150,6 +171,69 @@ class SeriesTable:
         self.nbytes += series.ring.nbytes
         self._by_asset.setdefault(asset, []).append(series)
         return series
+
+    def take(
+        self, readings: Sequence[Reading], jump: float, flush_at: int
+    ) -> tuple[list[str], list[tuple[str, str]], Counter[tuple[str, str]]]:
+        """Append each reading to its series' unwritten list, in one pass (the hot path).
+
+        Returns the assets with a series reaching `flush_at` unwritten readings, the series
+        that got a reading not after their newest, and the readings refused by (asset,
+        signal): no ring for them, or (signal "") a jump held back.
+        """
+        series_of = self.by_key.get
+        full: list[str] = []
+        late: list[tuple[str, str]] = []
+        refused: Counter[tuple[str, str]] = Counter()
+        for r in readings:
+            series = series_of((r[0], r[1]))
+            if series is None:
+                series = self.for_signal(r[0], r[1])
+                if series is None:
+                    refused[r[0], r[1]] += 1
+                    continue
+            if r[2] > series.last:
+                if r[2] - series.last > jump and not series.confirms(r[2], jump):
+                    refused[r[0], ""] += 1
+                    continue
+                series.last = r[2]
+                unwritten = series.unwritten
+                unwritten.append(r)
+                if len(unwritten) == flush_at:
+                    full.append(series.asset)
+            else:
+                late.append((r[0], r[1]))
+        return full, late, refused
+
+    def keep_signals(self, signals: Iterable[str] | None) -> None:
+        """Retain only these signals from now on (None: every signal)."""
+        self._signals = None if signals is None else frozenset(signals)
+
+    def uses(self, signal: str) -> bool:
+        """Whether readings of `signal` are retained."""
+        return self._signals is None or signal in self._signals
+
+    def touch(self, asset: str, now: float) -> None:
+        """The asset had readings at monotonic time `now`."""
+        self._seen[asset] = now
+
+    def idle(self, now: float, idle_s: float) -> list[str]:
+        """Assets that had no readings for `idle_s`."""
+        return [a for a, seen in self._seen.items() if now - seen > idle_s]
+
+    def drop(self, asset: str) -> list[Series]:
+        """Forget an asset's series (their rings freed); return them."""
+        self._seen.pop(asset, None)
+        gone = self._by_asset.pop(asset, [])
+        for series in gone:
+            del self.by_key[(series.asset, series.signal)]
+            self.nbytes -= series.ring.nbytes
+        return gone
+
+    @property
+    def assets(self) -> int:
+        """Assets with at least one series."""
+        return len(self._by_asset)
 
     def of(self, asset: str) -> Sequence[Series]:
         """The series of one asset, in the order they were made."""

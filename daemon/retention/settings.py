@@ -117,6 +117,12 @@ class RetentionSettings(Section):
     log_interval_s: float = Field(
         10.0, gt=0, description="At most one log line per retention problem per interval."
     )
+    asset_idle_s: float = Field(
+        600.0,
+        gt=0,
+        description="An asset that sent nothing for this long (wall clock) is forgotten: its "
+        "compressor's last points go to history, its rings are freed (edge_assets_evicted_total).",
+    )
 
     @model_validator(mode="after")
     def _windows_fit(self) -> RetentionSettings:

@@ -26,6 +26,7 @@ from edge_agent.rules.conditions import Condition
 from edge_agent.rules.pack import PackError, Rule, RulePack, Severity, load_pack
 from edge_agent.rules.recommendation import Recommendation, Report
 from edge_agent.rules.settings import AssetMeta, AssetSettings
+from edge_agent.rules.state import RuleStore
 from edge_agent.rules.window import Scope, Window
 
 __all__ = ["Advisor", "AssetMeta", "Recommendation", "RulePack", "load_pack"]
@@ -106,6 +107,12 @@ class Advisor:
         """The pack in use."""
         return self._pack
 
+    _store: RuleStore | None = None
+
+    def keep_state(self, store: RuleStore) -> None:
+        """Persist open incidents and cooldowns in `store`, and take up those saved there."""
+        self._store = store
+
     def _checked(self, pack: RulePack) -> RulePack:
         problems = check_pack(pack, self._signals, self._classes)
         if problems:
@@ -149,6 +156,8 @@ class Advisor:
         out, self._pending = self._pending, []
         for result in results:
             self._evaluate_one(result, out)
+        if out and self._store is not None:
+            self._store.save(self._states, (rec.asset for rec in out))
         return out  # counted (edge_recommendations_total) where they are published
 
     def _state(self, asset: str) -> _AssetState:
@@ -176,6 +185,8 @@ class Advisor:
             meta={"type": meta.type, "criticality": meta.criticality, "state": meta.state},
         )
         self._states[asset] = state
+        if self._store is not None:
+            self._store.restore(asset, state)
         return state
 
     def _evaluate_one(self, result: WindowResult, out: list[Recommendation]) -> None:

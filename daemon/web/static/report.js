@@ -48,7 +48,7 @@
       height: sig.leading ? 220 : 160,
       tzDate: utc,
       cursor: { sync: { key: sync.key } },
-      legend: { show: true },
+      legend: { show: false },
       scales: { x: { time: true, range: [data.start, data.end] } },
       series: [
         {},

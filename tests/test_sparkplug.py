@@ -15,11 +15,25 @@ from contextlib import asynccontextmanager
 
 from edge_agent.connectors.settings import MqttSettings, SparkplugSettings
 from edge_agent.connectors.sparkplug import SparkplugSource, open_sparkplug_source
+from edge_agent.connectors.sparkplug_session import Sessions
 from edge_agent.core import metrics
 from edge_agent.core.readings import Quality, Reading
+from edge_agent.daemon.flow.frames import FrameBuilder
+from edge_agent.daemon.flow.settings import FrameSettings
 from edge_agent.simulator.broker import Broker
 from tests.agent_proc import Listener
-from tests.sparkplug_node import BOOLEAN, DOUBLE, FLOAT, INT32, STRING, UINT32, EdgeNode
+from tests.sparkplug_node import (
+    BOOLEAN,
+    DOUBLE,
+    FLOAT,
+    INT32,
+    INT64,
+    STRING,
+    UINT32,
+    EdgeNode,
+    Payload,
+    set_value,
+)
 
 WAIT_S = 10.0
 T0 = 1_750_000_000_000  # ms
@@ -284,3 +298,75 @@ async def test_as_primary_host_the_agent_keeps_a_retained_state(
         assert json.loads(body)["timestamp"] == state["timestamp"]
     finally:
         after.close()
+
+
+# -- a death ends what the frames hold --------------------------------------------------------
+
+
+def _windows_through_a_short_outage(*, death: bool) -> list[float]:
+    """A device reporting at 1 Hz, gone for 5 s at t=60 (with or without DDEATH), back after."""
+    names = ("temperature", "vibration", "current", "pressure", "flow")
+    frames = FrameBuilder(names, 1.0, 30, 5, FrameSettings())
+    sessions = Sessions(SparkplugSettings(), lambda _g, _n: None)
+    seq = iter(range(1, 10_000))
+    topic = "spBv1.0/g/{}/n".format
+    start = T0
+
+    def feed(kind: str, ts_ms: int, values: dict[str, float] | None = None) -> None:
+        body = Payload(timestamp=ts_ms, seq=next(seq) % 256)
+        for alias, (name, value) in enumerate((values or {}).items(), start=1):
+            m = body.metrics.add(alias=alias, timestamp=ts_ms)
+            if kind == "DBIRTH":
+                m.name = name
+            set_value(m, DOUBLE, value)
+        frames.ingest(sessions.handle(topic(kind) + "/pump-1", body.SerializeToString(), 0.0))
+
+    nbirth = Payload(timestamp=start, seq=0)
+    set_value(nbirth.metrics.add(name="bdSeq"), INT64, 0)
+    sessions.handle(topic("NBIRTH"), nbirth.SerializeToString(), 0.0)
+    sample = dict(zip(names, (60.0, 2.0, 40.0, 4.0, 80.0), strict=True))
+    feed("DBIRTH", start, sample)
+    for t in range(1, 61):
+        feed("DDATA", start + t * 1000, sample)
+    if death:
+        feed("DDEATH", start + 61_000)
+    feed("DBIRTH", start + 65_000, sample)
+    for t in range(66, 121):
+        feed("DDATA", start + t * 1000, sample)
+    return [w.ts - start / 1000 for w in frames.take()]
+
+
+def test_after_a_device_death_no_window_holds_its_last_values() -> None:
+    held = _windows_through_a_short_outage(death=False)
+    dead = _windows_through_a_short_outage(death=True)
+    # Without the death, the 4 s of silence are filled with held values (under
+    # stale_after_s), and windows across them are cut and would be scored.
+    assert any(end - 29 < 62 and end > 64 for end in held), held
+    # With it, every window lies wholly before the death or wholly after the rebirth.
+    assert dead, "the device is read before and after"
+    assert all(end <= 60 or end - 29 >= 65 for end in dead), dead
+
+
+def test_a_node_death_ends_every_device_unless_it_is_an_older_sessions_will() -> None:
+    sessions = Sessions(SparkplugSettings(), lambda _g, _n: None)
+
+    def send(
+        kind: str, device: str = "", bd_seq: int | None = None, **values: float
+    ) -> list[Reading]:
+        p = Payload(timestamp=T0, seq=0)
+        if bd_seq is not None:
+            set_value(p.metrics.add(name="bdSeq"), INT64, bd_seq)
+        for name, value in values.items():
+            set_value(p.metrics.add(name=name, alias=len(p.metrics)), DOUBLE, value)
+        topic = f"spBv1.0/g/{kind}/n" + (f"/{device}" if device else "")
+        return sessions.handle(topic, p.SerializeToString(), 0.0)
+
+    send("NBIRTH", bd_seq=7)
+    send("DBIRTH", "a", temperature=1.0)
+    send("DBIRTH", "b", flow=2.0)
+    assert send("NDEATH", bd_seq=6) == []  # the Will of session 6, delivered late
+    assert sessions.events["stale_death"] == 1
+    dead = send("NDEATH", bd_seq=7)
+    assert {(r.asset, r.signal) for r in dead} == {("a", "temperature"), ("b", "flow")}
+    assert all(r.quality is Quality.BAD for r in dead)
+    assert sessions.learned == 0  # everything the births taught is forgotten

@@ -159,6 +159,7 @@ class Builder:
             due_within_h=float(raw["due_within_h"]),
             evidence=tuple(raw.get("evidence", ())),
             inhibited_by=tuple(raw.get("inhibited_by", ())),
+            group=raw.get("group", self.defaults.get("group")),
             pack_name=str(self.item.data["pack"]),
             pack_version=str(self.item.data["version"]),
             where=self.where(*p),

@@ -10,6 +10,11 @@ top-level names (`Program.variables()`), and one trial evaluation on a window th
 every value the model and the pack name (`_probe`), so a misspelt key or a comparison of
 unlike types fails here rather than on every window. The trial follows CEL's short-circuits,
 so it proves what it reaches; names worth checking for certain belong in the guard.
+
+A pack for learned models (`model_kind: learned`) names mechanisms, not model classes, as
+its rules' `fault`: those are not checked against the classes. Role names (`role.<role>`,
+`direction`, `lead_role`) are checked against the role vocabulary, and reading roles at all
+against a model that states none is an error.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from edge_agent.rules.conditions import Cel, Condition
 from edge_agent.rules.guards import Guard
 from edge_agent.rules.pack import Problem, Rule, RulePack, Where
 from edge_agent.rules.templates import Template
-from edge_agent.rules.window import RAISED
+from edge_agent.rules.window import DIRECTIONS, LEAD_FIELDS, RAISED, ROLE_FIELDS, ROLES
 
 # A message at a line of its own (a guard's key), or at the line of the field (None).
 Found = tuple[int | None, str]
@@ -34,20 +39,30 @@ Found = tuple[int | None, str]
 _RULE_TEXT = frozenset({"fault", "prob", "severity", "due_within_h", "due", "lead"})
 _REVIEW_TEXT = frozenset({"severity", "due_within_h", "due", "lead"})
 _SCALARS = frozenset(
-    {"asset", "score", "threshold", "ratio", "anomalous", "top_class", "top_prob"}
+    {"asset", "score", "threshold", "ratio", "anomalous", "top_class", "top_prob", "moving"}
     | {"fault", "prob", "severity", "due_within_h", "due"}
 )
 _META = frozenset({"type", "criticality", "state"})
 _AT_RAISE = frozenset({"at_raise"})
 _RAISED = frozenset(RAISED)
-_LEAD = frozenset({"signal", "direction", "change_pct"})
+_NO_ROLES = "the model states no roles for its signals"
 
 
-def check_pack(pack: RulePack, signals: Sequence[str], classes: Sequence[str]) -> list[Problem]:
-    """Check a loaded pack against a model: every signal, class, constant and placeholder."""
+def check_pack(
+    pack: RulePack,
+    signals: Sequence[str],
+    classes: Sequence[str],
+    roles: Sequence[str] | None = None,
+) -> list[Problem]:
+    """Check a loaded pack against a model: every signal, class, role, constant, placeholder.
+
+    `roles` are the model's signal roles (None: it states none).
+    """
     bands = {b.name: b.labels for b in pack.bands}
     flags = frozenset(f.name for f in pack.flags)
     known = _Known(frozenset(signals), tuple(classes), pack.constants, bands, flags)
+    known.has_roles = roles is not None
+    known.learned = pack.model_kind == "learned"
     problems: list[Problem] = []
 
     def add(where: Where, name: str, prefix: str, found: Sequence[Found | str]) -> None:
@@ -83,7 +98,7 @@ def _check_rule(
     w, pre = rule.where, f"rule {rule.id}: "
     unknown = [i for i in rule.inhibited_by if i not in ids or i == rule.id]
     add(w, "inhibited_by", pre, [f"inhibited_by: no other rule {i!r}" for i in unknown])
-    if rule.fault not in known.classes:
+    if rule.fault not in known.classes and not known.learned:
         listed = ", ".join(sorted(known.classes))
         add(w, "fault", pre, [f"fault {rule.fault!r} is not a class of the model ({listed})"])
     add(w, "raise", f"{pre}raise: ", known.condition(rule.raise_when))
@@ -110,6 +125,8 @@ class _Known:
     constants: Mapping[str, float]
     bands: Mapping[str, tuple[str, ...]]
     flags: frozenset[str]
+    has_roles: bool = False
+    learned: bool = False
     _probes: tuple[cel.Context, ...] = ()
 
     def path(self, path: tuple[str, ...], extra: frozenset[str]) -> bool:
@@ -124,7 +141,13 @@ class _Known:
             "k": lambda r: len(r) == 1 and r[0] in self.constants,
             "band": lambda r: len(r) == 1 and r[0] in self.bands,
             "flag": lambda r: len(r) == 1 and r[0] in self.flags,
-            "lead": lambda r: "lead" in extra and len(r) == 1 and r[0] in _LEAD,
+            "lead": lambda r: len(r) == 1 and r[0] in LEAD_FIELDS and self.roles_ok(r[0]),
+            "role": lambda r: (
+                self.has_roles
+                and 1 <= len(r) <= 2
+                and r[0] in ROLES
+                and (len(r) == 1 or r[1] in ROLE_FIELDS)
+            ),
             # The values of the window that raised the rule, in clear and escalate conditions.
             "at_raise": lambda r: (
                 "at_raise" in extra and bool(r) and r[0] in _RAISED and self.path(r, frozenset())
@@ -132,6 +155,10 @@ class _Known:
         }
         check = table.get(head)
         return check is not None and check(rest)
+
+    def roles_ok(self, field: str) -> bool:
+        """Whether `lead.<field>` can be read: its role only where the model states roles."""
+        return field != "role" or self.has_roles
 
     def condition(self, cond: Condition, extra: frozenset[str] = frozenset()) -> list[Found]:
         out = [found for guard in cond.guards() for found in self.guard(guard)]
@@ -146,11 +173,17 @@ class _Known:
                 if not self.path(path, frozenset()):
                     bound = f"{'.'.join(path)}: " if i else ""  # a constant the range names
                     out.append((test.line, f"guard: {test.key}: {bound}{self.why(path)}"))
-            band = self.bands.get(test.reads[0][1]) if test.labels else None
-            if band is not None and (odd := [x for x in test.labels if x not in band]):
-                labels = ", ".join(band)
-                out += [(test.line, f"guard: {test.key}: no label {x!r} ({labels})") for x in odd]
+            what, allowed = self.labels(test.reads[0]) if test.labels else ("", None)
+            if allowed is not None and (odd := [x for x in test.labels if x not in allowed]):
+                listed = ", ".join(allowed)
+                out += [(test.line, f"guard: {test.key}: no {what} {x!r} ({listed})") for x in odd]
         return out
+
+    def labels(self, path: tuple[str, ...]) -> tuple[str, Sequence[str] | None]:
+        """What a test of labels at `path` names, and the names it may use (None: unknown)."""
+        if path[0] == "band":
+            return "label", self.bands.get(path[1])
+        return ("role", ROLES) if path[0] == "lead" else ("direction", DIRECTIONS)
 
     def cel_part(self, part: Cel, extra: frozenset[str]) -> list[str]:
         names = part.program.variables()
@@ -159,6 +192,7 @@ class _Known:
             for name in names
             if name == "at_raise" and name not in extra
         ]
+        out += [f"role: {_NO_ROLES}" for name in names if name == "role" and not self.has_roles]
         asked: set[str] = set()
         failures: list[str] = []
         for probe in self.probes():
@@ -196,7 +230,19 @@ class _Known:
             "k": dict(self.constants),
             "band": {name: labels[-1 if top else 0] for name, labels in self.bands.items()},
             "flag": dict.fromkeys(self.flags, top),
+            "moving": len(self.signals) if top else 0,
         }
+        side = stat["change_pct"] / 100
+        one = {
+            "signal": "probe",
+            "contrib": side,
+            "direction": "up" if top else "down",
+            "change_pct": stat["change_pct"],
+            "mean": stat["mean"],
+            "baseline": stat["baseline"],
+        }
+        window["role"] = {role: dict(one) for role in ROLES}
+        window["lead"] = one | {"role": ROLES[0]}
         window["at_raise"] = {root: window[root] for root in RAISED}
         return cel.Context(window)
 
@@ -221,10 +267,23 @@ class _Known:
         }
         if head == "at_raise":
             return "at_raise names a value of the raising window, in clear or escalate only"
+        if head in ("role", "lead"):
+            return self._why_role(ref)
         if head in known and key:
             what, names = known[head]
             return f"{what} {key!r} ({', '.join(sorted(names))})"
         return "names no value"
+
+    def _why_role(self, ref: tuple[str, ...]) -> str:
+        head, key = ref[0], ref[1] if len(ref) > 1 else ""
+        if (head == "role" or key == "role") and not self.has_roles:
+            return _NO_ROLES
+        if head == "lead":
+            return f"no field {key!r} of the lead ({', '.join(LEAD_FIELDS)})"
+        if key not in ROLES:
+            return f"no role {key!r} ({', '.join(ROLES)})"
+        field = ref[2] if len(ref) > 2 else ""
+        return f"no field {field!r} of a role ({', '.join(ROLE_FIELDS)})"
 
 
 def _try(part: Cel, probe: cel.Context) -> tuple[set[str], str]:

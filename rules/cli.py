@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=Path,
         default=None,
         metavar="FILE",
-        help="model manifest.json whose signals and classes the packs may use "
+        help="model manifest.json whose signals, classes and roles the packs may use "
         "(default: the model shipped with the agent)",
     )
     check.set_defaults(func=_cmd_check)
@@ -45,7 +45,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     except ModelError as exc:
         sys.stderr.write(f"edge-agent rules check: cannot read the model's manifest: {exc}\n")
         return 2
-    problems = check_pack(pack, manifest.signals, manifest.classes)
+    problems = check_pack(pack, manifest.signals, manifest.classes, manifest.roles)
     if problems:
         return _report(problems)
     sys.stdout.write(

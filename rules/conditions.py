@@ -54,6 +54,9 @@ VARIABLES = frozenset(
         "k",
         "band",
         "flag",
+        "lead",
+        "role",
+        "moving",
         "at_raise",
     }
 )

@@ -3,8 +3,12 @@
 Per asset and rule a small state machine: idle → (raise held in n of m windows, cooldown
 over) → active, one `raise`; active → (clear held in n of m windows) → idle, one `resolved`,
 cooldown starts. While active a rule may escalate its severity (one more `raise`), never
-step down. An anomaly no rule explains and the model cannot classify with confidence gives
-one `needs_review` per episode. Time is the windows' time, so replayed data behaves alike.
+step down. A rule does not raise while a rule that inhibits it is open on the asset: one
+it names in `inhibited_by`, or another of its `group`; rules run in pack order, so in one
+window the first rule of a group that raises is the one that speaks, and a group is one
+open recommendation per episode. An anomaly no rule explains and the model cannot classify
+with confidence gives one `needs_review` per episode. Time is the windows' time, so
+replayed data behaves alike.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from edge_agent.rules.pack import PackError, Rule, RulePack, Severity, load_pack
 from edge_agent.rules.recommendation import Recommendation, Report
 from edge_agent.rules.settings import AssetMeta, AssetSettings
 from edge_agent.rules.state import RuleStore
-from edge_agent.rules.window import Scope, Window
+from edge_agent.rules.window import Roles, Scope, Window
 
 __all__ = ["Advisor", "AssetMeta", "Recommendation", "RulePack", "load_pack"]
 
@@ -79,7 +83,7 @@ GAP_S = 300.0
 class Advisor:
     """Turns window results into recommendations with the rules of one pack (replaceable)."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only: the model, the gateway, the assets
         self,
         pack: RulePack,
         *,
@@ -90,16 +94,27 @@ class Advisor:
         gateway_id: str,
         assets: Mapping[str, AssetMeta] | AssetSettings | None = None,
         max_assets: int = 1000,
+        roles: Sequence[str] | None = None,
     ) -> None:
+        """`roles`: each signal's role, in signal order (a learned model's manifest has them).
+
+        ConfigError when they do not match the signals; PackError when the pack does not
+        fit the model.
+        """
         self._signals = tuple(signals)
         self._classes = tuple(classes)
+        self._roles = Roles(self._signals, roles)
+        self._role_list = None if roles is None else tuple(roles)
         self._meta_of = _meta_lookup(assets)
         self._max_assets = max_assets
-        self._report = Report(gateway_id, model_name, model_version, time.time)
+        self._report = Report(
+            gateway_id, model_name, model_version, time.time, roles=self._roles.of
+        )
         self._states: OrderedDict[str, _AssetState] = OrderedDict()
         self._pending: list[Recommendation] = []
         self._errors = RateLimited(60.0)
         self._pack = self._checked(pack)
+        self._rules = _with_inhibitors(pack)
         self._scope = Scope(pack.constants)
 
     @property
@@ -114,7 +129,7 @@ class Advisor:
         self._store = store
 
     def _checked(self, pack: RulePack) -> RulePack:
-        problems = check_pack(pack, self._signals, self._classes)
+        problems = check_pack(pack, self._signals, self._classes, self._role_list)
         if problems:
             raise PackError(problems)
         return pack
@@ -148,6 +163,7 @@ class Advisor:
             if state.review.hits.maxlen != pack.review.debounce.m:
                 state.review.hits = deque(maxlen=pack.review.debounce.m)
         self._pack = pack
+        self._rules = _with_inhibitors(pack)
         self._scope = Scope(pack.constants)
         log.info("rule pack replaced", pack=pack.name, version=pack.version, rules=len(pack.rules))
 
@@ -197,19 +213,19 @@ class Advisor:
                 history.cleared.clear()
             state.review.hits.clear()
         state.last_ts = max(state.last_ts, result.ts)
-        w = Window(result, self._classes, state.meta, self._pack, self._scope)
+        w = Window(result, self._classes, state.meta, self._pack, self._scope, self._roles)
         w.flags = {
             f.name: self._check(f"flag:{f.name}", "when", f.when, w, result.asset)
             for f in self._pack.flags
         }
         any_active = False
-        for rule in self._pack.rules:
+        for rule, inhibitors in self._rules:
             rs = state.rules.get(rule.id)
             if rs is None:  # a rule added by a reload
                 rs = state.rules[rule.id] = _RuleState(
                     deque(maxlen=rule.debounce.m), deque(maxlen=rule.clear_debounce.m)
                 )
-            rec = self._step(rule, rs, w, state.rules)
+            rec = self._step(rule, rs, w, state.rules, inhibitors)
             if rec is not None:
                 out.append(rec)
             any_active = any_active or rs.active is not None
@@ -246,10 +262,11 @@ class Advisor:
         rs: _RuleState,
         w: Window,
         others: Mapping[str, _RuleState],
+        inhibitors: tuple[str, ...],
     ) -> Recommendation | None:
         if rs.active is None:
-            if rule.inhibited_by and any(
-                (o := others.get(i)) is not None and o.active for i in rule.inhibited_by
+            if inhibitors and any(
+                (o := others.get(i)) is not None and o.active for i in inhibitors
             ):
                 rs.raised.clear()  # a related rule already speaks for this fault
                 return None
@@ -339,6 +356,11 @@ class Advisor:
         rec = self._report.review(policy, result, w)
         log.info("needs review", asset=result.asset, id=rec.id, top_class=w["top_class"])
         return rec
+
+
+def _with_inhibitors(pack: RulePack) -> tuple[tuple[Rule, tuple[str, ...]], ...]:
+    inhibitors = pack.inhibitors()
+    return tuple((rule, inhibitors[rule.id]) for rule in pack.rules)
 
 
 def _meta_lookup(

@@ -10,6 +10,13 @@ result (no values built, no CEL context):
     ratio: {at_least: k.ratio_elevated}          score / threshold in a range
     stats: {temperature.mean: {below: 80.0}}     a window statistic (signal.field) in a range
     band: {vib_zone: [C, D]}                     a band's label is one of these
+    lead_role: vibration                         the lead signal's role (a name or a list)
+    direction: {flow: down, pressure: [steady, absent]}   a role's direction is one of these
+    role: {flow: {below: -0.3}}                  a role's signed contribution in a range
+    moving: {below: 2}                           how many signals move (up or down)
+
+`direction`, `role` and `lead_role` read roles (rules/window.py): the strongest signal of
+each role; a role the model lacks is `absent` with contribution 0 there, as in CEL.
 
 A range is `at_least` (>=), `below` (<) or both, each a number or a constant `k.NAME` taken
 from the constants of all the pack's files, as CEL reads `k`.
@@ -42,7 +49,7 @@ Path = tuple[str, ...]
 Check = Callable[["Window"], bool]
 Get = Callable[["Window"], float]
 # Guard keys in the order their tests run: the class probabilities settle a normal window.
-KEYS = ("anomalous", "probs", "ratio", "flag", "stats", "band")
+KEYS = ("anomalous", "probs", "ratio", "flag", "lead", "moving", "role", "stats", "band")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +60,7 @@ class Test:
     reads: tuple[Path, ...]  # ("probs", "cavitation"), and ("k", "p_fault") for a bound
     line: int
     check: Check
-    labels: tuple[str, ...] = ()  # the labels a band test accepts
+    labels: tuple[str, ...] = ()  # what a band, direction or lead_role test accepts
 
 
 class Guard:
@@ -104,8 +111,64 @@ def build_guard(
         allowed = (labels,) if isinstance(labels, str) else tuple(labels)
         check = _band(name, frozenset(allowed))
         tests.append(Test(f"band.{name}", (("band", name),), line("band", name), check, allowed))
+    tests += _role_tests(raw, constants, line)
     order = {key: i for i, key in enumerate(KEYS)}
     return Guard(sorted(tests, key=lambda t: order[t.reads[0][0]]))
+
+
+def _role_tests(
+    raw: Mapping[str, Any], constants: Mapping[str, float], line: Callable[..., int]
+) -> list[Test]:
+    """The tests on roles: the lead's role, each role's direction and contribution, `moving`."""
+    tests: list[Test] = []
+    if "lead_role" in raw:
+        want = _names(raw["lead_role"])
+        check = _is_one_of(_lead_role, frozenset(want))
+        tests.append(Test("lead.role", (("lead", "role"),), line("lead_role"), check, want))
+    for role, labels in raw.get("direction", {}).items():
+        want = _names(labels)
+        check = _is_one_of(_role_direction(role), frozenset(want))
+        path: Path = ("role", role, "direction")
+        tests.append(Test(f"role.{role}.direction", (path,), line("direction", role), check, want))
+    for role, bounds in raw.get("role", {}).items():
+        where = line("role", role)
+        tests.append(
+            _range(("role", role, "contrib"), _role_contrib(role), bounds, constants, where)
+        )
+    if "moving" in raw:
+        tests.append(_range(("moving",), _moving, raw["moving"], constants, line("moving")))
+    return tests
+
+
+def _names(raw: str | Sequence[str]) -> tuple[str, ...]:
+    return (raw,) if isinstance(raw, str) else tuple(raw)
+
+
+def _is_one_of(get: Callable[[Window], object], want: frozenset[str]) -> Check:
+    return lambda w: get(w) in want
+
+
+def _lead_role(w: Window) -> object:
+    return w.lead()["role"]
+
+
+def _role_direction(role: str) -> Callable[[Window], object]:
+    return lambda w: w.role(role)["direction"]
+
+
+def _role_contrib(role: str) -> Get:
+    def get(w: Window) -> float:
+        value = w.role(role)["contrib"]
+        assert isinstance(value, float)
+        return value
+
+    return get
+
+
+def _moving(w: Window) -> float:
+    value = w["moving"]
+    assert isinstance(value, int)
+    return value
 
 
 def _range(

@@ -50,12 +50,14 @@ __all__ = [
     "pack_schema",
 ]
 
-DEFAULT_PACK = "default.yaml"
+# The pack shipped for each kind of model (rules/parts.py, RulePack.model_kind).
+DEFAULT_PACKS = {"classifier": "default.yaml", "learned": "learned.yaml"}
 
 
-def default_pack_path() -> Path:
-    """The pack shipped with the agent."""
-    return Path(str(resources.files("edge_agent.rules") / "packs" / DEFAULT_PACK))
+def default_pack_path(model_kind: str = "classifier") -> Path:
+    """The pack shipped with the agent for a kind of model (`classifier` or `learned`)."""
+    name = DEFAULT_PACKS[model_kind]
+    return Path(str(resources.files("edge_agent.rules") / "packs" / name))
 
 
 def load_pack(paths: Sequence[Path]) -> RulePack:
@@ -99,11 +101,13 @@ def _combine(loaded: Sequence[PackFile]) -> RulePack:
         review = _review(build, review, problems)
     if review is None and not problems:
         problems.append(Problem(loaded[0].file, 1, "no file of the pack sets needs_review"))
+    model_kind = _model_kind(loaded, problems)
     if problems:
         raise PackError(problems)
     assert review is not None
     return RulePack(
         name="+".join(str(i.data["pack"]) for i in loaded),
+        model_kind=model_kind,
         version="+".join(str(i.data["version"]) for i in loaded),
         rules=tuple(rules.values()),
         review=review,
@@ -112,6 +116,16 @@ def _combine(loaded: Sequence[PackFile]) -> RulePack:
         flags=tuple(flags.values()),
         files=tuple(i.file for i in loaded),
     )
+
+
+def _model_kind(loaded: Sequence[PackFile], problems: list[Problem]) -> str:
+    """The kind of model every file of the pack is for (a problem per file where they differ)."""
+    kinds = [str(item.data.get("model_kind", "classifier")) for item in loaded]
+    if len(set(kinds)) > 1:
+        for item, kind in zip(loaded, kinds, strict=True):
+            line = item.lines.get(("model_kind",), 1)
+            problems.append(Problem(item.file, line, f"model_kind {kind}: the files disagree"))
+    return kinds[0]
 
 
 def _review(

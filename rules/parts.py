@@ -62,6 +62,7 @@ class Rule:
     due_within_h: float
     evidence: tuple[str, ...]
     inhibited_by: tuple[str, ...]
+    group: str | None  # rules of one group are one alarm: one open at a time per asset
     pack_name: str
     pack_version: str
     where: Where
@@ -117,6 +118,9 @@ class RulePack:
     """Every rule of the loaded files, the review policy and the constants they share."""
 
     name: str
+    # `classifier`: rules name the model's fault classes; `learned`: a model with no fault
+    # classes, whose rules name mechanisms and reason over signal roles.
+    model_kind: str
     version: str
     rules: tuple[Rule, ...]
     review: ReviewPolicy
@@ -131,3 +135,17 @@ class RulePack:
         for rule in self.rules:
             out += [rule.raise_when, rule.clear_when, *(e.when for e in rule.escalate)]
         return [*out, self.review.when]
+
+    def inhibitors(self) -> dict[str, tuple[str, ...]]:
+        """Rule id -> the rules that, while open on an asset, keep it from raising.
+
+        Its `inhibited_by`, and every other rule of its group (in pack order, so that in one
+        window the first rule of a group that raises is the one that speaks).
+        """
+        return {
+            r.id: (
+                *r.inhibited_by,
+                *(o.id for o in self.rules if r.group and o.group == r.group and o is not r),
+            )
+            for r in self.rules
+        }

@@ -61,27 +61,34 @@ class Report:
     """Builds recommendation payloads; holds what every message of this agent carries."""
 
     def __init__(
-        self, gateway_id: str, model_name: str, model_version: str, clock: Callable[[], float]
+        self,
+        gateway_id: str,
+        model_name: str,
+        model_version: str,
+        clock: Callable[[], float],
+        roles: Mapping[str, str] | None = None,
     ) -> None:
         self._gateway = gateway_id
         self._model = {"name": model_name, "version": model_version}
         self._clock = clock
+        self._roles = dict(roles or {})  # signal -> role, where the model states them
 
     def _signals(self, result: WindowResult) -> list[dict[str, object]]:
         ranked = sorted(result.contrib.items(), key=lambda kv: abs(kv[1]), reverse=True)
         out: list[dict[str, object]] = []
         for signal, contribution in ranked[:TOP_SIGNALS]:
             st = result.stats.get(signal)
-            out.append(
-                {
-                    "signal": signal,
-                    "direction": "up" if contribution >= 0 else "down",
-                    "contribution": _num(contribution),
-                    "change_pct": _num(st.change_pct) if st else None,
-                    "mean": _num(st.mean) if st else None,
-                    "baseline": _num(st.baseline) if st else None,
-                }
-            )
+            entry: dict[str, object] = {
+                "signal": signal,
+                "direction": "up" if contribution >= 0 else "down",
+                "contribution": _num(contribution),
+                "change_pct": _num(st.change_pct) if st else None,
+                "mean": _num(st.mean) if st else None,
+                "baseline": _num(st.baseline) if st else None,
+            }
+            if signal in self._roles:
+                entry["role"] = self._roles[signal]
+            out.append(entry)
         return out
 
     def _base(
@@ -107,12 +114,6 @@ class Report:
             "asset_meta": values["meta"],
         }
 
-    def _lead(self, result: WindowResult) -> dict[str, object]:
-        top = self._signals(result)[:1]
-        if not top:
-            return {"signal": "?", "direction": "?", "change_pct": None}
-        return {k: top[0][k] for k in ("signal", "direction", "change_pct")}
-
     def raised(
         self,
         rule: Rule,
@@ -122,7 +123,11 @@ class Report:
         due_within_h: float,
         escalated_from: Severity | None,
     ) -> Recommendation:
-        """A rule fired (or escalated)."""
+        """A rule fired (or escalated).
+
+        Its cause is the rule's fault: a class of the model with its probability, or a
+        mechanism a pack for learned models names (probability null: the model has no class).
+        """
         probs = values["probs"]
         assert isinstance(probs, dict)
         prob = float(probs.get(rule.fault, 0.0))
@@ -133,11 +138,10 @@ class Report:
             "severity": severity.label,
             "due_within_h": due_within_h,
             "due": due_text(due_within_h),
-            "lead": self._lead(result),
         }
         payload = self._base("raise", result, severity, values)
         payload |= {
-            "cause": {"class": rule.fault, "probability": prob},
+            "cause": {"class": rule.fault, "probability": _prob(values, rule.fault)},
             "title": rule.title.render(text),
             "explanation": rule.explanation.render(text),
             "action": {"text": rule.advice.render(text), "due_within_h": due_within_h},
@@ -213,7 +217,6 @@ class Report:
             "severity": policy.severity.label,
             "due_within_h": policy.due_within_h,
             "due": due_text(policy.due_within_h),
-            "lead": self._lead(result),
         }
         payload = self._base("needs_review", result, policy.severity, values)
         payload |= {

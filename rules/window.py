@@ -8,23 +8,61 @@ a root of the values (`stats`, `probs`, `band`, ...) is built when something fir
 and a root goes into CEL only when a condition's CEL part names it. The constants (`k`) go
 into CEL once per pack: the advisor keeps one `Scope` and refills the window roots of its
 context as each window's conditions ask for them.
+
+Roles (a signal's kind: vibration, flow, ...) let a pack reason without naming signals, so
+one pack serves every machine whose model states them (a learned model does). `role.<role>`
+is the role's signal with the largest |contribution| and that contribution; every role of
+the vocabulary is there, one the model lacks with direction `absent` and contribution 0.
+A direction is `up` or `down` from |contribution| >= STEADY_BELOW (half the way to the
+signal's alarm limit on a learned model), else `steady`; `moving` counts the signals past
+that cut. `lead` is the signal with the largest |contribution|, up (>= 0) or down.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 import cel
 
+from edge_agent.core.errors import ConfigError
 from edge_agent.core.readings import SignalStats, WindowResult
+from edge_agent.models.manifest import Role
 
 if TYPE_CHECKING:
     from edge_agent.rules.parts import RulePack
 
 # The roots of the raising window a clear or escalate condition may read as `at_raise`.
-RAISED = ("stats", "contrib", "probs", "band", "flag", "score", "anomalous")
+RAISED = ("stats", "contrib", "probs", "band", "flag", "score", "anomalous", "lead", "role")
+ROLES: tuple[str, ...] = get_args(Role)
+# |contribution| from which a signal counts as moving (up or down), else steady.
+STEADY_BELOW = 0.5
+DIRECTIONS = ("up", "down", "steady", "absent")
+ROLE_FIELDS = ("signal", "contrib", "direction", "change_pct", "mean", "baseline")
+LEAD_FIELDS = ("signal", "role", *ROLE_FIELDS[1:])
+
+
+class Roles:
+    """The role of each signal of a model, and the signals of each role, in signal order."""
+
+    __slots__ = ("of", "signals")
+
+    def __init__(self, signals: Sequence[str], roles: Sequence[str] | None) -> None:
+        if roles is None:
+            self.of: dict[str, str] = {}
+        else:
+            if len(roles) != len(signals):
+                raise ConfigError(f"{len(roles)} roles for {len(signals)} signals ({signals})")
+            odd = [f"{s!r}: {r!r}" for s, r in zip(signals, roles, strict=True) if r not in ROLES]
+            if odd:
+                known = ", ".join(ROLES)
+                raise ConfigError(f"roles: {', '.join(odd)} is not a role ({known})")
+            self.of = dict(zip(signals, roles, strict=True))
+        self.signals = {r: tuple(s for s in signals if self.of.get(s) == r) for r in ROLES}
+
+
+NO_ROLES = Roles((), None)
 
 
 def ratio(result: WindowResult) -> float:
@@ -57,7 +95,17 @@ class Window(Mapping[str, object]):
     while a rule's clear and escalate conditions run.
     """
 
-    __slots__ = ("_built", "_scope", "at_raise", "classes", "flags", "meta", "pack", "result")
+    __slots__ = (
+        "_built",
+        "_scope",
+        "at_raise",
+        "classes",
+        "flags",
+        "meta",
+        "pack",
+        "result",
+        "roles",
+    )
 
     def __init__(
         self,
@@ -66,12 +114,14 @@ class Window(Mapping[str, object]):
         meta: Mapping[str, object],
         pack: RulePack,
         scope: Scope | None = None,
+        roles: Roles = NO_ROLES,
     ) -> None:
         self.result = result
         self.classes = classes
         self.meta = meta
         self.pack = pack
         self._scope = scope
+        self.roles = roles
         self._built: dict[str, object] = {}
         self.flags: dict[str, bool] = {}
         self.at_raise: Mapping[str, object] = {}
@@ -91,6 +141,19 @@ class Window(Mapping[str, object]):
 
     def __len__(self) -> int:
         return len(_BUILD)
+
+    def role(self, role: str) -> Mapping[str, object]:
+        """`role.<role>`: its strongest signal and that contribution (KeyError: no such role)."""
+        roles = self["role"]
+        assert isinstance(roles, dict)
+        entry: Mapping[str, object] = roles[role]
+        return entry
+
+    def lead(self) -> Mapping[str, object]:
+        """`lead`: the signal with the largest |contribution|, its role and direction."""
+        lead = self["lead"]
+        assert isinstance(lead, dict)
+        return lead
 
     def raised(self) -> dict[str, object]:
         """What `at_raise` holds for the rules this window raises (kept while they are open)."""
@@ -144,6 +207,70 @@ def _stats_values(st: SignalStats) -> dict[str, object]:
     }
 
 
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None  # CEL and JSON have no NaN: null
+
+
+def direction(contrib: float) -> str:
+    """`up`, `down` or `steady` for a signed contribution."""
+    if contrib >= STEADY_BELOW:
+        return "up"
+    return "down" if contrib <= -STEADY_BELOW else "steady"
+
+
+def _signal(w: Window, signal: str, contrib: float) -> dict[str, object]:
+    """A signal's contribution and statistics, as `role.<role>` and `lead` have them."""
+    st = w.result.stats.get(signal)
+    return {
+        "signal": signal,
+        "contrib": contrib,
+        "direction": direction(contrib),
+        "change_pct": _finite(st.change_pct) if st else None,
+        "mean": _finite(st.mean) if st else None,
+        "baseline": _finite(st.baseline) if st else None,
+    }
+
+
+_ABSENT: dict[str, object] = {
+    "signal": "",
+    "contrib": 0.0,
+    "direction": "absent",
+    "change_pct": None,
+    "mean": None,
+    "baseline": None,
+}
+
+
+def _role(w: Window) -> dict[str, dict[str, object]]:
+    contrib = w.result.contrib
+    out: dict[str, dict[str, object]] = {}
+    for role, signals in w.roles.signals.items():
+        best, strongest = "", 0.0
+        for signal in signals:
+            value = contrib.get(signal)
+            if value is not None and (not best or abs(value) > abs(strongest)):
+                best, strongest = signal, float(value)
+        out[role] = _signal(w, best, strongest) if best else dict(_ABSENT)
+    return out
+
+
+def _lead(w: Window) -> dict[str, object]:
+    contrib = w.result.contrib
+    if not contrib:
+        return dict.fromkeys(LEAD_FIELDS) | {"signal": "?", "role": "?", "direction": "?"}
+    signal = max(contrib, key=lambda s: abs(contrib[s]))  # the first of the largest
+    value = float(contrib[signal])
+    lead = _signal(w, signal, value)
+    # The lead is the anomaly's side of the signal, whatever its size: up or down.
+    lead["direction"] = "up" if value >= 0 else "down"
+    lead["role"] = w.roles.of.get(signal, "?")
+    return lead
+
+
+def _moving(w: Window) -> int:
+    return sum(1 for v in w.result.contrib.values() if abs(v) >= STEADY_BELOW)
+
+
 # Root -> how to build it; the order is the order of the values as a mapping.
 _BUILD: dict[str, Callable[[Window], object]] = {
     "asset": lambda w: w.result.asset,
@@ -160,4 +287,7 @@ _BUILD: dict[str, Callable[[Window], object]] = {
     "k": lambda w: w.pack.constants,
     "band": lambda w: {b.name: b.label(w) for b in w.pack.bands},
     "flag": lambda w: w.flags,
+    "lead": _lead,
+    "role": _role,
+    "moving": _moving,
 }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import socket
 import time
@@ -32,7 +31,9 @@ from edge_agent.daemon.retention.keeper import Retention
 from edge_agent.daemon.service.http import Health, HttpEndpoint
 from edge_agent.daemon.service.notify import Notifier, install_debug_stall
 from edge_agent.daemon.service.pressure import Pressure
+from edge_agent.daemon.service.stopping import stop_handler, wait_or_stop
 from edge_agent.models.manifest import load_manifest
+from edge_agent.rules.state import RuleStore
 
 if TYPE_CHECKING:
     from edge_agent.core.ports import Sink, Source
@@ -65,7 +66,10 @@ def build_pipeline(
 ) -> Pipeline:
     """Assemble the pipeline: the shipped lane, the profiles' lanes, the outbox (blocking)."""
     shipped = shipped or build_shipped_lane(settings)
-    settings.agent.state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        settings.agent.state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # each part that writes there degrades on its own, and says so
+        log.error("state directory unusable", setting="EDGE_AGENT__STATE_DIR", error=str(exc))  # noqa: TRY400
     pipeline = Pipeline(
         router=Router(
             settings.assets,
@@ -97,6 +101,8 @@ class Agent:
         self.bundle = active_bundle(settings.agent.state_dir, keys) if keys is not None else None
         self.retention = Retention.from_settings(settings, self.gateway)
         self.pipeline = build_pipeline(bundle_settings(settings, self.bundle), self.retention)
+        self.rule_store = RuleStore(settings.agent.state_dir, settings.rules.max_assets)
+        self._keep_state()
         self.learner = build_learner(settings, self.pipeline, topic_prefix(settings), self.gateway)
         self.ready = False  # start-up is over (READY=1 sent)
         self.uplink: MqttClient | None = None
@@ -109,6 +115,7 @@ class Agent:
         effective = bundle_settings(self.settings, bundle)
         lane = await asyncio.to_thread(build_shipped_lane, effective)
         self.pipeline.replace(lane)
+        self._keep_state()
         self.bundle = bundle
         log.info(
             "bundle activated",
@@ -116,6 +123,15 @@ class Agent:
             model=lane.manifest.version,
             rules=lane.advisor.pack.version,
         )
+
+    def _keep_state(self) -> None:
+        """Every lane's advisor keeps its rule state on disk; retention keeps what is read."""
+        lanes = self.pipeline.router.lanes()
+        for lane in lanes:
+            lane.advisor.keep_state(self.rule_store)
+        read = {s for lane in lanes for s in lane.manifest.signals}
+        read |= {s for p in self.settings.assets.profiles for s in p.signal_names}
+        self.retention.keep_signals(sorted(read))
 
     def reload_rules(self) -> None:
         """SIGHUP: re-read every lane's rule packs; an invalid pack is logged, the old one kept."""
@@ -181,15 +197,17 @@ class Agent:
 
 
 async def _drain(agent: Agent) -> None:
-    while agent.pipeline.outbox.depth():  # noqa: ASYNC110 - only at stop, bounded by a timeout
+    # Only while the uplink is up: down, there is nothing to wait for (the file keeps it).
+    up = agent.uplink.connected if agent.uplink is not None else asyncio.Event()
+    while agent.pipeline.outbox.depth() and up.is_set():  # noqa: ASYNC110 - bounded, at stop
         await asyncio.sleep(0.05)
 
 
 def _signal_handlers(
-    loop: asyncio.AbstractEventLoop, stop: asyncio.Event, reload: Callable[[], None]
+    loop: asyncio.AbstractEventLoop, stop: asyncio.Event, reload: Callable[[], None], limit: float
 ) -> list[int]:
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop_handler(loop, stop, limit))
+    loop.add_signal_handler(signal.SIGINT, stop_handler(loop, stop, limit))
     loop.add_signal_handler(signal.SIGHUP, reload)
     return [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
 
@@ -277,7 +295,7 @@ async def run_agent(
         backend=agent.pipeline.scorer.backend_name,
         bundle=agent.bundle.version if agent.bundle else "shipped",
     )
-    handled = _signal_handlers(loop, stop, agent.reload_rules)
+    handled = _signal_handlers(loop, stop, agent.reload_rules, settings.agent.shutdown_timeout_s)
     if install_debug_stall(loop, settings.service.debug_stall_s):
         handled.append(signal.SIGUSR2)
     pressure = Pressure(settings.service, backlog=lambda: agent.pipeline.pending)
@@ -288,13 +306,11 @@ async def run_agent(
             # READY once the uplink and every source are connected and their subscriptions
             # acknowledged, or after connect_timeout_s of retrying (the connectors keep
             # retrying; a gateway must not restart-loop on a dead broker or server).
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    asyncio.gather(
-                        uplink.wait_subscribed(), *(s.wait_ready() for s in agent.sources)
-                    ),
-                    settings.mqtt.connect_timeout_s,
-                )
+            await wait_or_stop(
+                asyncio.gather(uplink.wait_subscribed(), *(s.wait_ready() for s in agent.sources)),
+                stop,
+                settings.mqtt.connect_timeout_s,
+            )
             async with asyncio.TaskGroup() as tg:
                 intake = [
                     tg.create_task(agent.feed(s), name=f"ingest-{i}")

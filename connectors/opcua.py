@@ -236,8 +236,11 @@ class OpcUaSource:
         the subscription died on the server while the connection looked fine.
         """
         while not lost.is_set():
+            # Not wait_for: under 3.11 it swallows a cancellation that comes as the event
+            # is set, and this loop would never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lost.wait(), silent_limit / 3)
+                async with asyncio.timeout(silent_limit / 3):
+                    await lost.wait()
             silent = time.monotonic() - self._last_publish
             if not lost.is_set() and silent > silent_limit:
                 raise ConnectorError(
@@ -310,8 +313,11 @@ class OpcUaSource:
                 for node, dv in zip(part, values, strict=True):
                     self._push(node, to_reading(node, dv, received))
             due = max(due + s.poll_interval_s, loop.time())
+            # Not wait_for: under 3.11 it swallows a cancellation that comes as the event
+            # is set, and this loop would never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lost.wait(), due - loop.time())
+                async with asyncio.timeout(due - loop.time()):
+                    await lost.wait()
 
     # -- the buffer ----------------------------------------------------------------------
 

@@ -198,8 +198,11 @@ class Pipeline:
         """
         ticks = 0
         while True:
+            # Not wait_for: under 3.11 it swallows a cancellation that comes as the event
+            # is set, and this loop would never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._reply_wake.wait(), RETENTION_INTERVAL_S)
+                async with asyncio.timeout(RETENTION_INTERVAL_S):
+                    await self._reply_wake.wait()
             self._reply_wake.clear()
             ticks += 1
             await self._move_retention(digests=not self.pressure or ticks % 10 == 0)

@@ -285,8 +285,11 @@ class Learner:
             self._tasks = tg
             try:
                 while True:
+                    # Not wait_for: under 3.11 it swallows a cancellation that comes as the event
+                    # is set, and this loop would never stop.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self.settings.state_interval_s)
+                        async with asyncio.timeout(self.settings.state_interval_s):
+                            await self._wake.wait()
                     self._wake.clear()
                     await self._step(tg)
             finally:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import numpy as np
 import pytest
 import yaml
 
@@ -28,6 +29,7 @@ from edge_agent.rules.engine import Advisor, Recommendation, load_pack
 from edge_agent.rules.pack import PackError, Problem, RulePack, default_pack_path
 from edge_agent.rules.recommendation import recommendation_schema
 from edge_agent.rules.window import Roles, Scope, Window
+from tests.test_rules_pack import run_cli
 
 # A pump shaped like SKAB's test bed: eight signals, two of them vibration, two temperature.
 SIGNALS = ["acc1", "acc2", "current", "pressure", "motor_temp", "fluid_temp", "voltage", "flow"]
@@ -556,3 +558,20 @@ def test_files_of_one_pack_state_one_model_kind(tmp_path: Path) -> None:
     site.write_text("pack: site\nversion: 0.1.0\nmodel_kind: classifier\nrules: []\n")
     with pytest.raises(PackError, match=re.escape("model_kind classifier: the files disagree")):
         load_pack([default_pack_path("learned"), site])
+
+
+def test_rules_check_reads_the_roles_of_a_learned_manifest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("onnx", reason="writing a learned model needs the `learn` extra")
+    from edge_agent.models.learn.job import Output, fit_rows  # noqa: PLC0415 - needs onnx
+
+    rng = np.random.default_rng(0)
+    rows = np.array([BASE[s] for s in SIGNALS]) * (1 + 0.01 * rng.standard_normal((300, 8)))
+    out = fit_rows(rows, SIGNALS, ROLES, tmp_path / "model", output=Output(tflite="off"))
+    learned = str(default_pack_path("learned"))
+    assert run_cli(["rules", "check", learned, "--manifest", str(out.manifest_path)]) == 0
+    assert capsys.readouterr().out.startswith("ok: pack learned")
+    # The shipped classifier states no roles: the learned pack cannot read them there.
+    assert run_cli(["rules", "check", learned]) == 1
+    assert "the model states no roles for its signals" in capsys.readouterr().err

@@ -46,6 +46,12 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         settings = _settings(args)
     except ConfigError as exc:
         return _report_config_error(exc)
+    from edge_agent.daemon.checks import check_all  # noqa: PLC0415 - loads the model
+
+    logs.configure("warning", settings.log.format)  # the model's info lines are not the answer
+    problems = check_all(settings)  # every check `run` makes before it serves
+    if problems:
+        return _report_config_error(ConfigError("\n".join(problems)))
     print(
         f"configuration is valid: sensor broker {settings.mqtt.host}:{settings.mqtt.port}, "
         f"sources {','.join(settings.agent.sources)}, state in {settings.agent.state_dir}"

@@ -7,6 +7,7 @@ all). Every field has a default and a description; unknown `EDGE_*` names are er
 from __future__ import annotations
 
 import difflib
+import io
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 from pydantic import (
     BaseModel,
     Field,
@@ -128,10 +130,23 @@ def _read_env_files(files: Sequence[Path]) -> tuple[dict[str, str], list[str]]:
             problems.append(f"--env-file {path}: no such file")
             continue
         try:
-            values = dotenv_values(path)
+            text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(f"--env-file {path}: cannot be read ({exc})")
             continue
+        # python-dotenv skips a line it cannot parse with a warning naming neither file nor
+        # line, and the setting silently keeps its default: here it is an error.
+        bad = [b.original for b in parse_stream(io.StringIO(text)) if b.error]
+        for line in bad:
+            start = line.string.strip()
+            shown = start if len(start) <= 24 else f"{start[:24]}..."  # it may hold a secret
+            problems.append(
+                f"--env-file {path}:{line.line}: cannot parse {shown!r} "
+                "(expected NAME=value; JSON in single quotes or unquoted)"
+            )
+        if bad:
+            continue
+        values = dotenv_values(stream=io.StringIO(text))
         merged.update({k: v for k, v in values.items() if v is not None})
     return merged, problems
 

@@ -275,6 +275,7 @@ def build_lane(
         gateway_id=gateway_id,
         assets=config.assets,
         max_assets=config.rules.max_assets,
+        roles=manifest.roles,
     )
     learned = manifest.kind == "learned" and manifest.adapt is not None
     return Lane(

@@ -146,6 +146,9 @@ class Learner:
             if rec.complete:
                 state.stage, state.progress = "queued", 0.0
                 entry.backlog = deque(maxlen=self.settings.backlog_readings)
+                # What came after the period's last row is the lane's, not the fit's.
+                end = rec.last_ts if rec.last_ts is not None else -math.inf
+                entry.backlog.extend(r for r in readings if r.ts > end)
                 self._changed(entry)
                 log.info("learning period recorded", asset=asset, rows=rec.count)
         elif entry.backlog is not None:

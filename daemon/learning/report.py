@@ -63,20 +63,12 @@ def eval_row(r: FileResult, root: Path) -> str:
         return f"{name:<16} error: {r.error}"
     if r.skipped is not None:
         return f"{name:<16} not scored: {r.skipped}"
-    c = r.counts
-    return _ROW.format(
-        name,
-        r.scored_rows,
-        c.tp,
-        c.fp,
-        c.fn,
-        c.tn,
-        f"{c.f1:.3f}",
-        f"{c.far:.1f}",
-        f"{c.mar:.1f}",
-        _delay(median_delay(r.delays)),
-        _lead(r),
-    )
+    return _line(name, r.scored_rows, r.counts, median_delay(r.delays), _lead(r))
+
+
+def _line(name: str, rows: int, c: Counts, delay: float | None, tail: str) -> str:
+    f1, far, mar = f"{c.f1:.3f}", f"{c.far:.1f}", f"{c.mar:.1f}"
+    return _ROW.format(name, rows, c.tp, c.fp, c.fn, c.tn, f1, far, mar, _delay(delay), tail)
 
 
 def total(results: Sequence[FileResult]) -> Counts:
@@ -95,20 +87,9 @@ def eval_footer(results: Sequence[FileResult]) -> str:
     found = sum(1 for d in delays if not math.isnan(d))  # NaN: missed
     failed = [r for r in results if r.error is not None]
     skipped = [r for r in results if r.skipped is not None]
+    rows = sum(r.scored_rows for r in results)
     lines = [
-        _ROW.format(
-            "ALL",
-            sum(r.scored_rows for r in results),
-            c.tp,
-            c.fp,
-            c.fn,
-            c.tn,
-            f"{c.f1:.3f}",
-            f"{c.far:.1f}",
-            f"{c.mar:.1f}",
-            _delay(median_delay(delays)),
-            f"{found} of {len(delays)} anomalies alarmed",
-        ),
+        _line("ALL", rows, c, median_delay(delays), f"{found} of {len(delays)} anomalies alarmed"),
         f"F1 {c.f1:.3f}  FAR {c.far:.2f} %  MAR {c.mar:.2f} %  over {len(_scored(results))} files"
         + (f"; {len(failed)} failed" if failed else "")
         + (f"; {len(skipped)} not scored" if skipped else ""),

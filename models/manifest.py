@@ -10,15 +10,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edge_agent.core.assets import Role
 from edge_agent.core.errors import ModelError
 
 SCHEMA = "edge-agent/model-manifest/v1"
 MANIFEST_FILE = "manifest.json"
-
-# What a signal measures; a learned model's tolerances and the learned rule pack read it.
-Role = Literal[
-    "vibration", "current", "voltage", "pressure", "flow", "temperature", "speed", "other"
-]
 
 
 class _Model(BaseModel):

@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, get_args
 
 import cel
 
+from edge_agent.core.assets import Role
 from edge_agent.core.errors import ConfigError
 from edge_agent.core.readings import SignalStats, WindowResult
-from edge_agent.models.manifest import Role
 
 if TYPE_CHECKING:
     from edge_agent.rules.parts import RulePack

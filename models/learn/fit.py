@@ -25,8 +25,8 @@ from typing import Literal, NamedTuple, get_args
 
 import numpy as np
 
+from edge_agent.core.assets import Role
 from edge_agent.core.errors import ConfigError, DataError
-from edge_agent.models.manifest import Role
 
 ROLES: tuple[str, ...] = get_args(Role)
 WINDOW = 15  # rows per window (15 s at 1 Hz): long enough to average noise, short to react

@@ -12,6 +12,7 @@ import time
 # name -> module with a `main()`; in the order a reader follows a reading.
 BENCHES = {
     "ingest": "bench.ingest",
+    "sparkplug": "bench.bench_sparkplug",
     "opcua": "bench.bench_opcua",
     "models": "bench.bench_models",
     "learn": "bench.bench_learn",

@@ -24,6 +24,22 @@ MaxInflight = Annotated[
     int,
     Field(ge=1, le=65535, description="QoS 1 messages sent and not yet acknowledged, at most."),
 ]
+# What the MQTT sources (JSON ingest, Sparkplug) share: where rejects go, how much may wait.
+DeadletterTopic = Annotated[
+    str,
+    Field(
+        description="Prefix for rejected payloads, republished unchanged to "
+        "<prefix>/<reason>/<original topic>; empty disables republishing."
+    ),
+]
+MaxBuffered = Annotated[
+    int,
+    Field(
+        ge=1000,
+        description="Readings held between the connector and the frames; when full, new "
+        "readings are dropped and counted (reason buffer_full).",
+    ),
+]
 
 
 class MqttSettings(TlsSection):
@@ -107,17 +123,8 @@ class IngestSettings(Section):
         "(implausible_ts) until another message near its time confirms the jump: one message "
         "cannot move an asset's clock.",
     )
-    deadletter_topic: str = Field(
-        "edge-agent/{gateway}/deadletter",
-        description="Prefix for rejected payloads, republished unchanged to "
-        "<prefix>/<reason>/<original topic>; empty disables republishing.",
-    )
-    max_buffered: int = Field(
-        200_000,
-        ge=1000,
-        description="Readings held between the connector and the frames; when full, new "
-        "readings are dropped and counted (reason buffer_full).",
-    )
+    deadletter_topic: DeadletterTopic = "edge-agent/{gateway}/deadletter"
+    max_buffered: MaxBuffered = 200_000
     log_interval_s: float = Field(
         10.0, gt=0, description="At most one log line per rejection reason per interval."
     )
@@ -312,23 +319,14 @@ class SparkplugSettings(Section):
     max_payload_bytes: int = Field(
         262_144, ge=64, description="Larger payloads are rejected to the dead-letter topic."
     )
+    deadletter_topic: DeadletterTopic = "edge-agent/{gateway}/deadletter"
     max_metrics: int = Field(
         100_000,
         ge=10,
         description="Metrics learned from births, over all nodes and devices; a birth past it "
         "is refused (counted) and its data is not read.",
     )
-    max_buffered: int = Field(
-        200_000,
-        ge=1000,
-        description="Readings held between the connector and the frames; when full, new "
-        "readings are dropped and counted (reason buffer_full).",
-    )
-    deadletter_topic: str = Field(
-        "edge-agent/{gateway}/deadletter",
-        description="Prefix for rejected payloads, republished unchanged to "
-        "<prefix>/<reason>/<original topic>; empty disables republishing.",
-    )
+    max_buffered: MaxBuffered = 200_000
     log_interval_s: float = Field(
         10.0, gt=0, description="At most one log line per problem kind per interval."
     )

@@ -75,6 +75,8 @@ class SparkplugSource:
         online: Outgoing | None = None,
     ) -> None:
         self._client = client
+        self.name = client.name  # the link in /health: `sparkplug`
+        self.connected = client.connected  # set while connected to the sensor broker
         self._settings = settings
         self._sessions = Sessions(settings, self._rebirth, self._on_event)
         self._online = online
@@ -102,16 +104,6 @@ class SparkplugSource:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._count()
-
-    @property
-    def name(self) -> str:
-        """The client's name, which /health shows the link under."""
-        return self._client.name
-
-    @property
-    def connected(self) -> asyncio.Event:
-        """Set while the client is connected to the sensor broker."""
-        return self._client.connected
 
     @property
     def sessions(self) -> Sessions:

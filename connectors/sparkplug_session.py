@@ -35,16 +35,24 @@ BOOLEAN: Final = 11
 _new_reading = Reading._make
 _GOOD, _BAD, _UNCERTAIN = Quality.GOOD, Quality.BAD, Quality.UNCERTAIN
 _NAN = math.nan
-# Datatypes that become readings -> the width of a signed integer, which Sparkplug carries
-# as two's complement in an unsigned field (0: not a signed integer). Strings, bytes,
-# datasets, templates and DateTime are not readings.
+# Sparkplug B datatypes (specification 6.4.16); Boolean is 11.
 _INT8, _INT16, _INT32, _INT64, _UINT8, _UINT16, _UINT32, _UINT64, _FLOAT, _DOUBLE = range(1, 11)
-_NUMERIC: Final[dict[int, int]] = {_INT8: 8, _INT16: 16, _INT32: 32, _INT64: 64} | dict.fromkeys(
-    (_UINT8, _UINT16, _UINT32, _UINT64, _FLOAT, _DOUBLE, BOOLEAN), 0
-)
-_VALUE_FIELDS: Final = frozenset(
-    {"int_value", "long_value", "float_value", "double_value", "boolean_value"}
-)
+# Datatypes that become readings -> the field their value travels in and, for a signed
+# integer, its width: Sparkplug carries it as two's complement in an unsigned field.
+# Strings, bytes, datasets, templates and DateTime are not readings.
+_NUMERIC: Final[dict[int, tuple[str, int]]] = {
+    _INT8: ("int_value", 8),
+    _INT16: ("int_value", 16),
+    _INT32: ("int_value", 32),
+    _INT64: ("long_value", 64),
+    _UINT8: ("int_value", 0),
+    _UINT16: ("int_value", 0),
+    _UINT32: ("int_value", 0),
+    _UINT64: ("long_value", 0),
+    _FLOAT: ("float_value", 0),
+    _DOUBLE: ("double_value", 0),
+    BOOLEAN: ("boolean_value", 0),
+}
 _DEATH_AFTER_S = 1e-3  # a death is dated just after the last reading it ends
 
 
@@ -94,7 +102,8 @@ def decode(payload: bytes) -> Payload:
 
 class _Metric(NamedTuple):
     signal: str | None  # None: known to the birth, not a reading
-    bits: int  # signed integer width (see _NUMERIC)
+    field: str  # where its value travels (see _NUMERIC)
+    bits: int  # signed integer width, 0 for the others
 
 
 @dataclass(slots=True)
@@ -241,10 +250,10 @@ class Sessions:
             name = m.name
             if not name:
                 continue
-            bits = _NUMERIC.get(m.datatype)
-            wanted = bits is not None and not (name.startswith(ignore) or name in ignore)
+            numeric = _NUMERIC.get(m.datatype)
+            wanted = numeric is not None and not (name.startswith(ignore) or name in ignore)
             signal = (signals.get(name) if signals else name) if wanted else None
-            entry = _Metric(signal, bits or 0)
+            entry = _Metric(signal, *(numeric or ("", 0)))
             by_name[name] = entry
             if m.HasField("alias"):
                 by_alias[m.alias] = entry
@@ -293,17 +302,18 @@ class Sessions:
                 continue
             ms = m.timestamp
             ts = ms / 1000.0 if ms else default_ts
-            which = m.WhichOneof("value")
-            if which in _VALUE_FIELDS:
-                value = getattr(m, which)
+            field = entry.field
+            value = getattr(m, field)
+            # A zero may be a value, a null or nothing: only then is presence asked (cheaper).
+            if not value and not m.HasField(field):
+                if not m.is_null:
+                    continue  # no value in the field its birth named: not a reading
+                out.append(_new_reading((asset, signal, ts, _NAN, _BAD)))
+            else:
                 if entry.bits:
                     value = _signed(value, entry.bits)
                 quality = _quality(m) if m.HasField("properties") else _GOOD
                 out.append(_new_reading((asset, signal, ts, float(value), quality)))
-            elif m.is_null:
-                out.append(_new_reading((asset, signal, ts, _NAN, _BAD)))
-            else:
-                continue
             last = max(last, ts)
         device.last_ts = last
         if unknown:

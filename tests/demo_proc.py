@@ -70,3 +70,60 @@ def run_demo(
     while not lines.empty():
         out.append(lines.get())
     return DemoRun("".join(out), err, proc.returncode)
+
+
+class LiveDemo:
+    """`edge-agent demo ARGS` running while a test drives it; each stdout line is timed."""
+
+    def __init__(self, args: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent.daemon.cli", "demo", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=clean | dict(env or {}),
+        )
+        self.lines: list[tuple[float, str]] = []  # (time.monotonic() on arrival, line)
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._lock:
+                self.lines.append((time.monotonic(), line))
+
+    @property
+    def out(self) -> str:
+        """Stdout so far."""
+        with self._lock:
+            return "".join(line for _, line in self.lines)
+
+    def wait_for(self, pattern: str, timeout_s: float) -> tuple[float, str]:
+        """The first line containing `pattern` and when it arrived; AssertionError on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                for at, line in self.lines:
+                    if pattern in line:
+                        return at, line
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.05)
+        err = self.stop().err
+        raise AssertionError(f"no {pattern!r} in {timeout_s} s:\n{self.out}\n{err}")
+
+    def stop(self) -> DemoRun:
+        """Ctrl-C, wait, and return what it printed."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._reader.join(5)
+        err = self.proc.stderr.read() if self.proc.stderr else ""
+        return DemoRun(self.out, err, self.proc.returncode)

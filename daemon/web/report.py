@@ -89,20 +89,17 @@ def _series(
         good = s.quality == Quality.GOOD
         values = np.where(good, s.values, np.nan)
         before = values[(s.ts < span[0]) & good] if span is not None else values[good]
-        baseline = baselines.get(name)
-        if baseline is None and before.size:
-            baseline = float(np.median(before))
         band = None
-        if baseline is not None and before.size >= 2:
-            half = BAND_SIGMAS * float(np.std(before))
-            band = [baseline - half, baseline + half]
+        if before.size >= 2:
+            centre, half = float(np.mean(before)), BAND_SIGMAS * float(np.std(before))
+            band = [centre - half, centre + half]
         out.append(
             {
                 "name": name,
                 "leading": name == leading,
                 "ts": s.ts.tolist(),
                 "value": [None if math.isnan(v) else v for v in values.tolist()],
-                "baseline": baseline,
+                "baseline": baselines.get(name),
                 "band": band,
             }
         )
@@ -211,8 +208,9 @@ def render_report(ev: Evidence, incident: Incident | None, gateway: str) -> byte
     ]
     legend = (
         "Shaded: the anomaly span (first anomalous window to resolution or the record's end). "
-        f"Band: baseline ± {BAND_SIGMAS:g} standard deviations of the samples before the span. "
-        "Red: the leading signal. Dashed line: the raise."
+        f"Green band: mean ± {BAND_SIGMAS:g} standard deviations of the samples before the span; "
+        "dashed green: the agent's baseline at the raise. Red: the leading signal. "
+        "Dashed red line: the raise."
     )
     doc = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">

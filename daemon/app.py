@@ -10,6 +10,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
+import msgspec
 import structlog
 
 from edge_agent.connectors.mqtt import MqttClient
@@ -32,6 +33,10 @@ from edge_agent.daemon.service.http import Health, HttpEndpoint
 from edge_agent.daemon.service.notify import Notifier, install_debug_stall
 from edge_agent.daemon.service.pressure import Pressure
 from edge_agent.daemon.service.stopping import stop_handler, wait_or_stop
+from edge_agent.daemon.web.journal import Journal
+from edge_agent.daemon.web.observer import LiveState
+from edge_agent.daemon.web.page import WebApp
+from edge_agent.daemon.web.watch import ObservedOutbox, watch_lanes
 from edge_agent.models.manifest import load_manifest
 from edge_agent.rules.state import RuleStore
 
@@ -107,6 +112,66 @@ class Agent:
         self.ready = False  # start-up is over (READY=1 sent)
         self.uplink: MqttClient | None = None
         self.sources: list[Source] = []
+        self.live: LiveState | None = None
+        self.web: WebApp | None = None
+        if settings.service.http_enabled:
+            self._watch()
+
+    def _watch(self) -> None:
+        """Feed the page: the scored windows and what goes into the outbox."""
+        manifest = self.pipeline.scorer.manifest
+        journal = Journal(self.settings.agent.state_dir)
+        self.live = LiveState(journal, window_s=manifest.window / manifest.rate_hz)
+        self.pipeline.outbox = ObservedOutbox(self.pipeline.outbox, self.live)
+        self._watch_lanes()
+        self.web = WebApp(
+            self.live,
+            serving=self.serving,
+            facts=self.facts,
+            evidence=self.retention.get,
+            journal=journal,
+            reading_age=lambda: self.health().last_reading_age_s,
+            learning=self._learning,
+        )
+
+    def _watch_lanes(self) -> None:
+        """Tap every lane's scored windows (lanes learned since the last call too)."""
+        if self.live is not None:
+            watch_lanes(self.pipeline.router.lanes(), self.live)
+
+    def _learning(self) -> dict[str, str]:
+        """Assets that are learning or failed to learn, and why (for the page)."""
+        if self.learner is None:
+            return {}
+        out: dict[str, str] = {}
+        assets = self.learner.health().get("assets")
+        for asset, brief in (assets if isinstance(assets, dict) else {}).items():
+            state = brief.get("state") if isinstance(brief, dict) else None
+            if state in ("learning", "failed"):
+                out[str(asset)] = " ".join(
+                    f"{k} {v}" for k, v in brief.items() if k != "state"
+                ) or str(state)
+        return out
+
+    def serving(self, asset: str) -> dict[str, object]:
+        """The model and rule pack serving an asset (its lane's)."""
+        self._watch_lanes()  # a learned lane may have come since
+        lane = self.pipeline.router.route(asset).lane
+        if lane is None:
+            return {"model": None, "rules": None}
+        manifest, pack = lane.manifest, lane.advisor.pack
+        return {
+            "model": {"name": manifest.name, "version": manifest.version},
+            "rules": {"name": pack.name, "version": pack.version},
+        }
+
+    def facts(self) -> dict[str, object]:
+        """What the page shows besides the assets: the gateway, its links, outbox, bundle."""
+        return {
+            "gateway": self.gateway,
+            "health": msgspec.to_builtins(self.health()),
+            "bundle": self.bundle.version if self.bundle else "shipped",
+        }
 
     # --- bundles and reload --------------------------------------------------------------
 
@@ -116,6 +181,7 @@ class Agent:
         lane = await asyncio.to_thread(build_shipped_lane, effective)
         self.pipeline.replace(lane)
         self._keep_state()
+        self._watch_lanes()
         self.bundle = bundle
         log.info(
             "bundle activated",
@@ -186,6 +252,7 @@ class Agent:
 
     def status_line(self) -> str:
         """One line for systemd's STATUS=."""
+        self._watch_lanes()  # every status interval: lanes learned since are tapped too
         h = self.health()
         links = " ".join(f"{k}={'up' if v else 'down'}" for k, v in h.connected.items())
         degraded = " DEGRADED" if h.degraded else ""
@@ -215,7 +282,7 @@ def _signal_handlers(
 async def _connect(agent: Agent, stack: AsyncExitStack) -> MqttClient:
     """Open the uplink and the configured sources; each reconnects on its own."""
     settings = agent.settings
-    await stack.enter_async_context(HttpEndpoint(settings.service, agent.health))
+    await stack.enter_async_context(HttpEndpoint(settings.service, agent.health, agent.web))
     uplink = await stack.enter_async_context(uplink_client(settings, agent.gateway))
     agent.uplink = uplink
     for name in dict.fromkeys(settings.agent.sources):

@@ -19,7 +19,6 @@ message is taken as its first).
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import Callable
 from typing import Final
 
@@ -27,7 +26,7 @@ from edge_agent.connectors.settings import IngestSettings
 from edge_agent.core import metrics
 
 MAX_ASSETS: Final = 65_536
-_YEAR_S: Final = 365.25 * 86400
+_Y2K: Final = 946_684_800.0  # a timestamp before 2000 read in the other unit is no hint
 _SECONDS_BEFORE: Final = 1e8  # 1973: under ms, a time this early is suspect
 
 
@@ -55,7 +54,7 @@ class Clocks:
             raise Implausible(self._off_wall(hi, now))
         if self._age and lo < now - self._age:
             raise Implausible(self._off_wall(lo, now))
-        if self._ms and hi < _SECONDS_BEFORE and abs(hi * 1000 - now) < _YEAR_S:
+        if self._ms and hi < _SECONDS_BEFORE and _Y2K <= hi * 1000 <= now + self._ahead:
             raise Implausible(
                 f"ts {hi * 1000:.0f} read as milliseconds is {_date(hi)}; it looks like seconds: "
                 "set EDGE_INGEST__TS_UNIT=s"
@@ -94,7 +93,7 @@ class Clocks:
             if where == "ahead of"
             else f"EDGE_INGEST__TS_MAX_AGE_S={self._age:g}"
         )
-        if not self._ms and math.isfinite(ts) and abs(ts / 1000 - now) < _YEAR_S:
+        if not self._ms and _Y2K <= ts / 1000 <= now + self._ahead:
             text += f"; as milliseconds it is {_date(ts / 1000)}: set EDGE_INGEST__TS_UNIT=ms"
         return text
 

@@ -324,6 +324,7 @@ class SqliteOutbox:
     async def deliver(self, sink: Sink) -> None:
         """Publish in replay order until cancelled; delete each only after its ack."""
         delay = _RETRY_MIN_S
+        max_bytes = self._settings.max_bytes
         while True:
             await self._recover()
             self._ready.clear()  # before reading: a put() during the read sets it again
@@ -335,6 +336,11 @@ class SqliteOutbox:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(timeout):
                         await self._ready.wait()
+                continue
+            # Checked again on the way out: the file may hold what an older agent let in.
+            unfit = [(seq, m, why) for seq, m in items if (why := check(m, max_bytes))]
+            if unfit:
+                await self._move_aside(unfit)
                 continue
             self._inflight = frozenset(seq for seq, _ in items if seq is not None)
             try:

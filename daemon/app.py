@@ -19,10 +19,6 @@ from edge_agent.connectors.uns import open_namespace
 from edge_agent.connectors.uplink import MqttSink, uplink_client, uplink_prefix
 from edge_agent.core import metrics
 from edge_agent.core.errors import EdgeAgentError
-from edge_agent.daemon.bundles.build import model_input_of
-from edge_agent.daemon.bundles.bundle import TrustedKeys
-from edge_agent.daemon.bundles.store import active_bundle
-from edge_agent.daemon.bundles.updates import UpdateService, bundle_settings
 from edge_agent.daemon.flow.lanes import Lane, build_lane, profile_lanes
 from edge_agent.daemon.flow.pipeline import Pipeline
 from edge_agent.daemon.flow.routing import Router
@@ -90,22 +86,33 @@ def build_pipeline(
     return pipeline
 
 
+def _with_bundle(settings: Settings, bundle: Bundle | None) -> Settings:
+    """The settings with the model and rule packs of `bundle` (None: as configured)."""
+    if bundle is None:
+        return settings
+    from edge_agent.daemon.bundles.updates import bundle_settings  # noqa: PLC0415
+
+    return bundle_settings(settings, bundle)
+
+
 class Agent:
     """The running parts of one agent, reachable for bundle activation, reload and health."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.gateway = gateway_id(settings)
-        keys = (
-            TrustedKeys.load(settings.updates.trusted_keys)
-            if settings.updates.trusted_keys is not None
-            else None
-        )
-        # Recovers an install interrupted by a crash first, so we never start on a bundle
-        # that did not finish its probation.
-        self.bundle = active_bundle(settings.agent.state_dir, keys) if keys is not None else None
+        self.bundle: Bundle | None = None
+        if settings.updates.trusted_keys is not None:
+            # Bundles (and cryptography, ~9 MB) are imported only when updates are configured.
+            from edge_agent.daemon.bundles.bundle import TrustedKeys  # noqa: PLC0415
+            from edge_agent.daemon.bundles.store import active_bundle  # noqa: PLC0415
+
+            keys = TrustedKeys.load(settings.updates.trusted_keys)
+            # Recovers an install interrupted by a crash first, so we never start on a bundle
+            # that did not finish its probation.
+            self.bundle = active_bundle(settings.agent.state_dir, keys)
         self.retention = Retention.from_settings(settings, self.gateway)
-        self.pipeline = build_pipeline(bundle_settings(settings, self.bundle), self.retention)
+        self.pipeline = build_pipeline(_with_bundle(settings, self.bundle), self.retention)
         self.rule_store = RuleStore(settings.agent.state_dir, settings.rules.max_assets)
         self._keep_state()
         self.learner = build_learner(settings, self.pipeline, topic_prefix(settings), self.gateway)
@@ -177,7 +184,7 @@ class Agent:
 
     async def activate(self, bundle: Bundle | None) -> None:
         """Swap in the model and rules of `bundle` (None: the shipped ones) without a restart."""
-        effective = bundle_settings(self.settings, bundle)
+        effective = _with_bundle(self.settings, bundle)
         lane = await asyncio.to_thread(build_shipped_lane, effective)
         self.pipeline.replace(lane)
         self._keep_state()
@@ -327,6 +334,9 @@ def _background(
         ),
     ]
     if settings.updates.trusted_keys is not None:
+        from edge_agent.daemon.bundles.build import model_input_of  # noqa: PLC0415
+        from edge_agent.daemon.bundles.updates import UpdateService  # noqa: PLC0415
+
         updates = UpdateService(
             settings.updates,
             uplink,

@@ -61,33 +61,34 @@ def register(name: str) -> Callable[[BackendFactory], BackendFactory]:
 BUILTIN = ("onnx", "litert")
 
 
-def _load_builtins() -> None:
-    # Imported for their registration side effect. A backend module whose runtime cannot
-    # be imported is logged and skipped, not fatal: asking for it later names the cause.
-    for name in BUILTIN:
-        if name in _REGISTRY or name in _BROKEN:
-            continue
-        try:
-            importlib.import_module(f"edge_agent.models.{name}")
-        except ImportError as exc:
-            _BROKEN[name] = str(exc)
-            log.warning("model backend unavailable", backend=name, error=str(exc))
+def _load_builtin(name: str) -> None:
+    # Imported for its registration side effect, and only when asked for: each runtime costs
+    # tens of MB of RSS (onnxruntime ~30, LiteRT ~12), so the one that does not serve is never
+    # loaded. A module whose runtime cannot be imported is logged and remembered, not fatal:
+    # asking for it names the cause.
+    if name not in BUILTIN or name in _REGISTRY or name in _BROKEN:
+        return
+    try:
+        importlib.import_module(f"edge_agent.models.{name}")
+    except ImportError as exc:
+        _BROKEN[name] = str(exc)
+        log.warning("model backend unavailable", backend=name, error=str(exc))
 
 
 def backend_names() -> tuple[str, ...]:
-    """Names of the registered backends."""
-    _load_builtins()
+    """Names of the registered backends (imports every builtin runtime to find out)."""
+    for name in BUILTIN:
+        _load_builtin(name)
     return tuple(_REGISTRY)
 
 
 def create(name: str, manifest: Manifest, options: BackendOptions) -> Backend:
     """Load backend `name` for `manifest`; ModelError if it is unknown or cannot load."""
-    _load_builtins()
+    _load_builtin(name)
     factory = _REGISTRY.get(name)
     if factory is None and name in _BROKEN:
         raise ModelError(f"EDGE_MODEL__BACKENDS: backend {name!r} unavailable: {_BROKEN[name]}")
     if factory is None:
-        raise ModelError(
-            f"EDGE_MODEL__BACKENDS: unknown backend {name!r}; known: {', '.join(_REGISTRY)}"
-        )
+        known = ", ".join(dict.fromkeys((*BUILTIN, *_REGISTRY)))
+        raise ModelError(f"EDGE_MODEL__BACKENDS: unknown backend {name!r}; known: {known}")
     return factory(manifest, options)

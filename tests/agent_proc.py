@@ -24,7 +24,13 @@ ROOT = Path(__file__).resolve().parent.parent
 class AgentProcess:
     """`edge-agent run` in a subprocess, its JSON log lines collected from stderr."""
 
-    def __init__(self, broker: Broker, state_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        state_dir: Path,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.env = {k: v for k, v in os.environ.items() if not k.upper().startswith("EDGE_")} | {
             "EDGE_MQTT__HOST": broker.host,
             "EDGE_MQTT__PORT": str(broker.port),
@@ -35,6 +41,7 @@ class AgentProcess:
             "EDGE_SERVICE__HTTP_PORT": "0",  # tests run side by side: never a fixed port
             **(env or {}),
         }
+        self.args = args  # after `run`, e.g. ("--env-file", "site.env")
         self.proc: subprocess.Popen[str] | None = None
         self.lines: list[dict[str, Any]] = []
         self._new = threading.Condition()
@@ -42,7 +49,7 @@ class AgentProcess:
     def start(self) -> None:
         """Start the agent; returns at once."""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edge_agent.daemon.cli", "run"],
+            [sys.executable, "-m", "edge_agent.daemon.cli", "run", *self.args],
             env=self.env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,

@@ -33,7 +33,7 @@ from edge_agent.daemon.flow.lanes import Lane, LaneConfig, build_lane
 from edge_agent.daemon.flow.routing import transform_of
 from edge_agent.daemon.flow.settings import FrameSettings
 from edge_agent.daemon.learning.recorder import Recording
-from edge_agent.daemon.learning.scoring import Counts, Episode, alarms, counts, delays
+from edge_agent.daemon.learning.scoring import Counts, alarms, counts, delays, episodes
 from edge_agent.models.learn.csvdata import CsvFormat
 from edge_agent.models.manifest import Manifest
 from edge_agent.rules.engine import Recommendation
@@ -164,21 +164,6 @@ def run_lane(lane: Lane, asset: str, spec: EvalSpec, replay: Replay) -> list[Rec
     return recs
 
 
-def episodes(recs: Sequence[Recommendation]) -> list[Episode]:
-    """[raised, resolved) spans of the recommendations, by window time."""
-    open_at: dict[str, float] = {}
-    out: list[Episode] = []
-    for rec in recs:
-        ts = float(str(rec.payload["window_ts"]))
-        rule = str(rec.payload.get("rule_id"))
-        if rec.kind == "raise" and rule not in open_at:
-            open_at[rule] = ts
-        elif rec.kind == "resolved" and rule in open_at:
-            out.append((open_at.pop(rule), ts))
-    out += [(start, math.inf) for start in open_at.values()]
-    return out
-
-
 def _first_alarm(
     recs: Sequence[Recommendation], start: float, profile: Profile
 ) -> dict[str, object] | None:
@@ -226,7 +211,7 @@ def evaluate_file(path: Path, spec: EvalSpec, config: LaneConfig, work: Path) ->
         return result
     times = replay.times[spec.train_rows :]
     label = replay.label[spec.train_rows :]
-    alarm = alarms(times, episodes(recs))
+    alarm = alarms(times, episodes(r.payload for r in recs))
     result.counts = counts(alarm, label)
     result.delays = delays(times, alarm, label)
     result.scored_rows = len(times)

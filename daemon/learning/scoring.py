@@ -10,7 +10,7 @@ first alarmed row (an anomaly with no alarm is missed and has no delay).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +47,24 @@ class Counts:
     def mar(self) -> float:
         """Missed alarm rate, percent of anomalous rows."""
         return 100.0 * self.fn / (self.fn + self.tp) if self.fn + self.tp else 0.0
+
+
+def episodes(payloads: Iterable[Mapping[str, object]]) -> list[Episode]:
+    """[raised, resolved) spans from recommendation payloads in order (by window time).
+
+    One span per raise of a rule until its resolution; a raise still open lasts forever.
+    """
+    open_at: dict[str, float] = {}
+    out: list[Episode] = []
+    for p in payloads:
+        ts = float(str(p["window_ts"]))
+        rule = str(p.get("rule_id"))
+        if p.get("kind") == "raise" and rule not in open_at:
+            open_at[rule] = ts
+        elif p.get("kind") == "resolved" and rule in open_at:
+            out.append((open_at.pop(rule), ts))
+    out += [(start, math.inf) for start in open_at.values()]
+    return out
 
 
 def alarms(times: np.ndarray, episodes: Sequence[Episode]) -> np.ndarray:

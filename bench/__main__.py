@@ -1,13 +1,40 @@
 """`make bench`: every benchmark, one after the other, printing its figures.
 
-`python -m bench NAME...` runs only the named ones.
+`python -m bench NAME...` runs only the named ones. Figures go to stdout; everything written
+to stderr while a benchmark runs (the agent's log lines, its libraries' warnings, those of
+the processes it starts) goes to build/bench.log, so the figures read on their own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from edge_agent.core import logs
+
+LOG = Path(__file__).resolve().parent.parent / "build" / "bench.log"
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path) -> Iterator[None]:
+    """Send file descriptor 2 (this process and its children) to `path` meanwhile."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with path.open("ab") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
 
 # name -> module with a `main()`; in the order a reader follows a reading.
 BENCHES = {
@@ -25,14 +52,20 @@ BENCHES = {
 
 def run(names: list[str]) -> None:
     """Run the named benchmarks (all when empty)."""
-    for name in names or list(BENCHES):
+    for name in names:
         if name not in BENCHES:
             msg = f"unknown benchmark {name!r}; choose from {', '.join(BENCHES)}"
             raise SystemExit(msg)
+    LOG.unlink(missing_ok=True)
+    # Unconfigured, structlog prints to stdout; the agent's own format goes to stderr.
+    logs.configure("info", "console", sys.stderr)
+    for name in names or list(BENCHES):
         print(f"\n== {name} ==", flush=True)
         started = time.monotonic()
-        importlib.import_module(BENCHES[name]).main()
+        with _stderr_to(LOG):
+            importlib.import_module(BENCHES[name]).main()
         print(f"({name} took {time.monotonic() - started:.0f} s)", flush=True)
+    print(f"\nlog lines: {LOG}", flush=True)
 
 
 if __name__ == "__main__":

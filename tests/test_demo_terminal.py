@@ -8,14 +8,19 @@ import logging
 import re
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.core import logs
 from edge_agent.daemon.demo import bump_version
 from edge_agent.daemon.demo_console import Console
 from edge_agent.rules.pack import default_pack_path
+from edge_agent.simulator.broker import Broker
+from tests.bundle_kit import make_bundle
 from tests.demo_proc import LiveDemo
 
 
@@ -162,3 +167,45 @@ def test_library_warnings_go_through_the_structured_log() -> None:
     assert record["level"] == "warning"
     assert record["logger"] == "asyncua.client.ua_client"
     assert "timestamp" in record
+
+
+def test_bundle_publish_wait_gives_up_after_n_seconds_and_says_why(
+    broker: Broker, topic_root: str, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    bundle_dir = tmp_path / "bundle-7"
+    make_bundle(bundle_dir, key, 7)
+    env = tmp_path / "ops.env"
+    env.write_text(
+        f"EDGE_UPDATES__GATEWAY_TOPIC={topic_root}/{{gateway}}/jobs/notify\n"
+        f"EDGE_UPDATES__STATE_TOPIC={topic_root}/{{gateway}}/jobs/state\n"
+    )
+    started = time.monotonic()
+    done = _cli(
+        "bundle", "publish", str(bundle_dir), "--gateway", "nobody-home", "--host", "127.0.0.1",
+        "--port", str(broker.port), "--wait", "2", "--env-file", str(env),
+    )  # fmt: skip
+    took = time.monotonic() - started
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "gave up after --wait 2 s: gateway nobody-home reported no final state" in done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
+    assert 2.0 <= took < 20.0
+
+
+def test_bench_prints_figures_apart_from_log_lines() -> None:
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "bundles"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+        cwd=root,
+    )
+    assert done.returncode == 0, done.stderr
+    log_line = re.compile(
+        r'\[(debug|info|warning|error)\s*\]|"level":|^(INFO|WARNING):', re.MULTILINE
+    )
+    assert not log_line.search(done.stdout), done.stdout
+    assert re.search(r"^verify \(signature \+ hashes\)\s+[\d.]+ ms$", done.stdout, re.MULTILINE)
+    assert done.stdout.rstrip().endswith(f"log lines: {root / 'build' / 'bench.log'}")
+    assert log_line.search((root / "build" / "bench.log").read_text())

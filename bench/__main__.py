@@ -39,6 +39,8 @@ def _stderr_to(path: Path) -> Iterator[None]:
 # name -> module with a `main()`; in the order a reader follows a reading.
 BENCHES = {
     "ingest": "bench.ingest",
+    "latency": "bench.bench_latency",
+    "startup": "bench.bench_startup",
     "sparkplug": "bench.bench_sparkplug",
     "opcua": "bench.bench_opcua",
     "models": "bench.bench_models",

@@ -49,6 +49,7 @@ BENCHES = {
     "retention": "bench.bench_retention",
     "outbox": "bench.bench_outbox",
     "bundles": "bench.bench_bundles",
+    "web": "bench.bench_web",
 }
 
 

@@ -1,4 +1,4 @@
-"""Bundle figures: build, verify, stage + swap, golden check, on the shipped model and pack.
+"""Bundle figures: build, verify, stage + swap, probation, job intake, on the shipped model.
 
 python -m bench.bench_bundles
 """
@@ -6,6 +6,8 @@ python -m bench.bench_bundles
 from __future__ import annotations
 
 import argparse
+import base64
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,7 +25,9 @@ from edge_agent.daemon.bundles.bundle import (
     verify_bundle,
 )
 from edge_agent.daemon.bundles.cli import register
-from edge_agent.daemon.bundles.probation import check_golden, check_rules
+from edge_agent.daemon.bundles.fetch import Job
+from edge_agent.daemon.bundles.jobs import oversize, parse_job
+from edge_agent.daemon.bundles.probation import check_models, check_rules
 from edge_agent.daemon.bundles.store import BundleStore
 from edge_agent.models.manifest import default_manifest_path
 from edge_agent.rules.pack import default_pack_path
@@ -73,8 +77,23 @@ def main() -> None:
 
         _timed("stage + fsync + swap", install)
         bundle = verify_bundle(out, keys, highest=0, model_input=None)
-        _timed("golden check (onnx, load + run)", lambda: check_golden(bundle), rounds=5)
+        results = check_models(bundle)
+        _timed(
+            f"probation probe ({len(results)} artifacts, child)",
+            lambda: check_models(bundle),
+            rounds=5,
+        )
         _timed("rule packs compile", lambda: check_rules(bundle), rounds=5)
+        # Job intake: the largest inline job the default limit admits, read off the loop; an
+        # oversize one is named from its first KiB without being parsed.
+        blob = base64.b64encode(os.urandom(12 << 20)).decode()
+        job = Job(job_id="bench-1", version=1, manifest=manifest, inline={"model/x.bin": blob})
+        payload = msgspec.json.encode(job)
+        _timed(f"parse a {len(payload) >> 20} MiB inline job", lambda: parse_job(payload), 5)
+        big = payload + b" " * (2 << 20)
+        _timed(f"name a {len(big) >> 20} MiB oversize job by id", lambda: oversize(big, 16 << 20))
+        late = b" " * 8192 + big  # its id beyond the first KiB: named by its hash
+        _timed(f"name a {len(late) >> 20} MiB oversize job by hash", lambda: oversize(late, 1024))
 
 
 if __name__ == "__main__":

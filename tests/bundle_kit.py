@@ -10,7 +10,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.daemon.bundles.build import make_manifest, write_manifest
-from edge_agent.daemon.bundles.bundle import BundleManifest, public_key_line, sign
+from edge_agent.daemon.bundles.bundle import public_key_line, sign
+from edge_agent.daemon.bundles.manifest import BundleManifest
 
 DEFAULT_PACK = Path(__file__).parent.parent / "rules" / "packs" / "default.yaml"
 MODEL_INPUT: dict[str, Any] = {"signals": ["temp", "vib"], "window": 4, "rate_hz": 1.0}

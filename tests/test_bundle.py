@@ -12,12 +12,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.core.errors import ConfigError
 from edge_agent.daemon.bundles.build import write_manifest
-from edge_agent.daemon.bundles.bundle import (
+from edge_agent.daemon.bundles.bundle import TrustedKeys, read_manifest, sign, verify_bundle
+from edge_agent.daemon.bundles.manifest import (
+    MAX_FILES,
+    MAX_MANIFEST_BYTES,
     BundleRejectedError,
-    TrustedKeys,
     canonical,
-    sign,
-    verify_bundle,
 )
 from tests.bundle_kit import MODEL_INPUT, make_bundle, write_keys
 
@@ -174,3 +174,97 @@ def test_trusted_keys_file_errors_name_the_line(tmp_path: Path) -> None:
     bad.write_text("# only a comment\n")
     with pytest.raises(ConfigError, match="no keys"):
         TrustedKeys.load(bad)
+
+
+# --- the one manifest validator (issue 18): the same rules for every source ----------------
+
+
+def _resigned(path: Path, key: Ed25519PrivateKey, **changes: object) -> None:
+    signed = read_manifest(path)
+    write_manifest(path, sign(msgspec.structs.replace(signed, **changes), key))
+
+
+def test_a_path_listed_twice_is_malformed_not_last_wins(
+    tmp_path: Path, key: Ed25519PrivateKey, keys: TrustedKeys
+) -> None:
+    make_bundle(tmp_path / "b", key, 1)
+    text = (tmp_path / "b" / "manifest.json").read_text()
+    other = '"golden.json": {"length": 1, "sha256": "' + "0" * 64 + '"},'
+    (tmp_path / "b" / "manifest.json").write_text(text.replace('"files": {', '"files": {' + other))
+    with pytest.raises(BundleRejectedError, match=r"'golden\.json' is listed twice") as info:
+        _verify(tmp_path / "b", keys)
+    assert info.value.reason == "malformed"
+
+
+def test_a_field_given_twice_is_malformed(
+    tmp_path: Path, key: Ed25519PrivateKey, keys: TrustedKeys
+) -> None:
+    make_bundle(tmp_path / "b", key, 5)
+    text = (tmp_path / "b" / "manifest.json").read_text()
+    (tmp_path / "b" / "manifest.json").write_text(text.replace("{", '{"version": 1,', 1))
+    assert _reason(tmp_path / "b", keys) == "malformed"
+
+
+@pytest.mark.parametrize(
+    ("inner", "outer"),
+    [
+        ("model/manifest.json/inner.bin", "model/manifest.json"),
+        ("manifest.json/x", "manifest.json"),  # inside the bundle's own manifest
+        ("golden.json/a/b", "golden.json"),
+    ],
+)
+def test_a_path_inside_a_file_is_malformed(
+    tmp_path: Path, key: Ed25519PrivateKey, keys: TrustedKeys, inner: str, outer: str
+) -> None:
+    signed = make_bundle(tmp_path / "b", key, 1)
+    _resigned(tmp_path / "b", key, files={**signed.files, inner: signed.files["golden.json"]})
+    with pytest.raises(BundleRejectedError) as info:
+        _verify(tmp_path / "b", keys)
+    assert info.value.reason == "malformed"
+    assert inner in info.value.detail
+    assert outer in info.value.detail
+
+
+def test_two_spellings_of_one_file_are_malformed(
+    tmp_path: Path, key: Ed25519PrivateKey, keys: TrustedKeys
+) -> None:
+    signed = make_bundle(tmp_path / "b", key, 1)
+    _resigned(
+        tmp_path / "b", key, files={**signed.files, "Golden.json": signed.files["golden.json"]}
+    )
+    with pytest.raises(BundleRejectedError, match="same file on some disks"):
+        _verify(tmp_path / "b", keys)
+
+
+def test_a_rule_pack_named_twice_is_malformed(
+    tmp_path: Path, key: Ed25519PrivateKey, keys: TrustedKeys
+) -> None:
+    make_bundle(tmp_path / "b", key, 1)
+    _resigned(tmp_path / "b", key, rules=["rules/pump.yaml", "rules/pump.yaml"])
+    assert _reason(tmp_path / "b", keys) == "malformed"
+
+
+def test_sizes_are_bounded_before_a_file_is_read(
+    tmp_path: Path, key: Ed25519PrivateKey, keys: TrustedKeys
+) -> None:
+    signed = make_bundle(tmp_path / "b", key, 1)
+    # Declared 1 TiB: refused on the manifest alone (the file on disk is small).
+    huge = msgspec.structs.replace(signed.files["golden.json"], length=1 << 40)
+    _resigned(tmp_path / "b", key, files={**signed.files, "golden.json": huge})
+    assert _reason(tmp_path / "b", keys) == "too_large"
+    many = {f"f/{i}": signed.files["golden.json"] for i in range(MAX_FILES + 1)}
+    _resigned(tmp_path / "b", key, files={**signed.files, **many})
+    assert _reason(tmp_path / "b", keys) == "too_large"
+    (tmp_path / "b" / "manifest.json").write_bytes(b" " * (MAX_MANIFEST_BYTES + 1))
+    assert _reason(tmp_path / "b", keys) == "too_large"
+
+
+def test_the_size_limit_is_the_agents(
+    tmp_path: Path, key: Ed25519PrivateKey, keys: TrustedKeys
+) -> None:
+    signed = make_bundle(tmp_path / "b", key, 1)
+    total = sum(e.length for e in signed.files.values())
+    verify_bundle(tmp_path / "b", keys, highest=0, model_input=None, max_bundle_bytes=total)
+    with pytest.raises(BundleRejectedError, match="EDGE_UPDATES__MAX_BUNDLE_BYTES") as info:
+        verify_bundle(tmp_path / "b", keys, highest=0, model_input=None, max_bundle_bytes=total - 1)
+    assert info.value.reason == "too_large"

@@ -8,26 +8,23 @@ import json
 import stat
 from pathlib import Path
 
+import msgspec
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from edge_agent.daemon.bundles import cli as bundle_cli
-from edge_agent.daemon.bundles.bundle import Bundle, read_manifest
+from edge_agent.daemon.bundles.build import describe_files, write_manifest
+from edge_agent.daemon.bundles.bundle import Bundle, read_manifest, sign
 from edge_agent.daemon.bundles.cli import register
-from edge_agent.daemon.bundles.probation import check_bundle, check_golden
+from edge_agent.daemon.bundles.probation import ProbationError, check_bundle, check_golden
 from edge_agent.daemon.bundles.store import active_bundle
 from edge_agent.daemon.bundles.updates import UpdateService
 from edge_agent.models.manifest import default_manifest_path
 from edge_agent.rules.pack import default_pack_path
 from edge_agent.simulator.broker import Broker
+from tests.update_kit import cli as _cli
 from tests.update_kit import mqtt_client, update_settings
-
-
-def _cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="edge-agent")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
-    code: int = args.func(args)
-    return code
 
 
 @pytest.fixture
@@ -66,14 +63,27 @@ def test_build_sign_verify(signed: tuple[Path, Path], capsys: pytest.CaptureFixt
     assert "old_version" in capsys.readouterr().err
 
 
-def test_golden_check_catches_a_different_model_output(signed: tuple[Path, Path]) -> None:
-    bundle_dir, _ = signed
+def test_golden_check_catches_a_different_model_output(
+    signed: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle_dir, pub = signed
     golden = bundle_dir / "golden.json"
     pair = json.loads(golden.read_text())
-    pair["score"][0] += 1.0
+    pair["artifacts"]["pump-fault.fp32.onnx"]["score"][0] += 1.0
     golden.write_text(json.dumps(pair))
-    with pytest.raises(Exception, match="golden check: score differs"):
+    match = "model/pump-fault.fp32.onnx: golden check: score differs"
+    with pytest.raises(ProbationError, match=match):
         check_golden(Bundle(bundle_dir, read_manifest(bundle_dir)))
+    # Signed over the new golden pair, `bundle verify` says what the gateway would: FAILED.
+    manifest = msgspec.structs.replace(read_manifest(bundle_dir), files=describe_files(bundle_dir))
+    key = load_pem_private_key((bundle_dir.parent / "ops.key").read_bytes(), password=None)
+    assert isinstance(key, Ed25519PrivateKey)
+    write_manifest(bundle_dir, sign(manifest, key))
+    capsys.readouterr()
+    assert _cli("bundle", "verify", str(bundle_dir), "--trusted-keys", str(pub)) == 1
+    assert capsys.readouterr().err.startswith(f"FAILED {bundle_dir}: probation: {match}")
+    assert _cli("bundle", "verify", str(bundle_dir), "--trusted-keys", str(pub),
+                "--no-probation") == 0  # fmt: skip
 
 
 async def test_publish_and_wait(

@@ -9,8 +9,9 @@ from typing import ClassVar
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.daemon.bundles.bundle import BundleRejectedError, read_manifest
-from edge_agent.daemon.bundles.fetch import DownloadError, Job, check_size, fetch
+from edge_agent.daemon.bundles.bundle import read_manifest
+from edge_agent.daemon.bundles.fetch import DownloadError, Job, fetch
+from edge_agent.daemon.bundles.manifest import BundleRejectedError, check_size
 from tests.bundle_kit import make_bundle
 from tests.bundle_server import RangeFiles, serving
 
@@ -125,8 +126,38 @@ def test_http_download_resumes_with_a_range(
 def test_bundle_over_the_size_limit_is_refused_before_download(source: Path) -> None:
     job = _job(source, source.as_uri())
     total = sum(e.length for e in job.manifest.files.values())
-    check_size(job, total)  # exactly at the limit is fine
+    check_size(job.manifest, total)  # exactly at the limit is fine
     with pytest.raises(BundleRejectedError) as info:
-        check_size(job, total - 1)
+        check_size(job.manifest, total - 1)
     assert info.value.reason == "too_large"
     assert "EDGE_UPDATES__MAX_BUNDLE_BYTES" in str(info.value)
+
+
+def test_file_source_refuses_a_linked_file(source: Path, tmp_path: Path) -> None:
+    job = _job(source, source.as_uri())
+    pack = source / "rules" / "pump.yaml"
+    outside = tmp_path / "outside.yaml"
+    outside.write_bytes(pack.read_bytes())  # the same bytes: only the link is at fault
+    pack.unlink()
+    pack.symlink_to(outside)
+    with pytest.raises(BundleRejectedError) as info:
+        fetch(job, tmp_path / "dest", 10)
+    assert info.value.reason == "unsafe_path"
+    assert info.value.detail.startswith("rules/pump.yaml")
+
+
+def test_file_source_refuses_a_linked_folder(source: Path, tmp_path: Path) -> None:
+    job = _job(source, source.as_uri())
+    (source / "rules").rename(tmp_path / "real-rules")
+    (source / "rules").symlink_to(tmp_path / "real-rules")
+    with pytest.raises(BundleRejectedError) as info:
+        fetch(job, tmp_path / "dest", 10)
+    assert info.value.reason == "unsafe_path"
+
+
+def test_file_source_base_may_be_a_link(source: Path, tmp_path: Path) -> None:
+    """The operator's base path (e.g. /srv/bundles -> /data/bundles) is theirs to choose."""
+    (tmp_path / "base").symlink_to(source)
+    dest = tmp_path / "dest"
+    fetch(_job(source, (tmp_path / "base").as_uri()), dest, 10)
+    assert (dest / MODEL).read_bytes() == (source / MODEL).read_bytes()

@@ -8,7 +8,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.core.errors import BundleError
-from edge_agent.daemon.bundles.bundle import BundleRejectedError, TrustedKeys, verify_bundle
+from edge_agent.daemon.bundles.bundle import TrustedKeys, verify_bundle
+from edge_agent.daemon.bundles.manifest import BundleRejectedError
 from edge_agent.daemon.bundles.store import BundleStore, JobRecord, active_bundle
 from edge_agent.daemon.bundles.updates import bundle_settings
 from edge_agent.daemon.settings import Settings

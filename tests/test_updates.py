@@ -15,6 +15,7 @@ from edge_agent.core import metrics
 from edge_agent.core.errors import ModelError
 from edge_agent.core.readings import Outgoing, new_id
 from edge_agent.daemon.bundles.bundle import Bundle
+from edge_agent.daemon.bundles.jobs import job_ref
 from edge_agent.daemon.bundles.probation import check_rules
 from edge_agent.daemon.bundles.store import BundleStore, active_bundle
 from edge_agent.daemon.bundles.updates import UpdateService
@@ -229,4 +230,31 @@ async def test_job_with_bad_fields_is_rejected_with_the_reason(rig: Rig) -> None
     states = await rig.watcher.until_final("job-x")
     assert _flow(states) == ["REJECTED:"]
     assert str(states[-1]["reason"]).startswith("malformed")
+    assert rig.agent.activated == []
+
+
+async def test_a_job_that_finds_the_queue_full_is_told_so(rig: Rig) -> None:
+    def job(i: int) -> bytes:
+        return b'{"job_id": "q-%d", "version": 1, "manifest": {}}' % i
+
+    # As paho delivers a burst: all on the loop before the worker takes the first.
+    for i in range(17):  # EDGE_UPDATES__MAX_PENDING_JOBS=16
+        rig.service._on_message("burst", job(i))
+    states = await rig.watcher.until_final("q-16")
+    assert _flow(states) == ["REJECTED:"]
+    assert str(states[-1]["reason"]).startswith("queue_full")
+    rig.service._on_message("burst", job(16))  # not stored as final: sent again, it is read
+    states = await rig.watcher.until_final("q-16")
+    assert str(states[-1]["reason"]).startswith("malformed")
+
+
+async def test_unsafe_job_id_is_rejected_under_its_reference(rig: Rig) -> None:
+    payload = job_bytes(rig.bundle("b2", 2), "../../x")
+    await rig.send(payload)
+    states = await rig.watcher.until_final(job_ref("../../x"))
+    assert _flow(states) == ["REJECTED:"]
+    await rig.send(payload)  # the same job again: its stored state, not a second report run
+    again = await rig.watcher.until_final(job_ref("../../x"))
+    assert again[-1]["seq"] != states[-1]["seq"]
+    assert again[-1]["reason"] == states[-1]["reason"]
     assert rig.agent.activated == []

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
-import queue
-import re
 import shutil
 import signal
 import time
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,117 +15,26 @@ from typing import Any
 import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from edge_agent.daemon.bundles.build import describe_files, write_manifest
+from edge_agent.daemon.bundles.build import write_manifest
 from edge_agent.daemon.bundles.bundle import read_manifest, sign
-from edge_agent.daemon.bundles.cli import register
 from edge_agent.daemon.bundles.store import active_bundle
-from edge_agent.models.manifest import default_manifest_path
-from edge_agent.rules.pack import default_pack_path
 from edge_agent.simulator.broker import Broker, free_port
 from edge_agent.simulator.plant import FaultSpec, PumpStream
-from tests.agent_proc import AgentProcess, Listener
+from tests.agent_proc import Listener
 from tests.bundle_server import RangeFiles, serving
-from tests.update_kit import job_bytes
+from tests.update_kit import (
+    GATEWAY,
+    JOBS,
+    STATES,
+    Ops,
+    States,
+    job_bytes,
+    metric,
+    start_agent,
+)
 
-GATEWAY = "gw-test"
-JOBS = f"edge-agent/{GATEWAY}/jobs/notify"
-STATES = f"edge-agent/{GATEWAY}/jobs/state"
-FINAL = ("SUCCEEDED", "FAILED", "REJECTED")
 START = 1_750_000_000.0
-
-
-def _cli(*argv: str) -> None:
-    parser = argparse.ArgumentParser(prog="edge-agent")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
-    assert args.func(args) == 0
-
-
-class Ops:
-    """The operator's side: keys, and bundles built with the real commands."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        _cli("bundle", "keygen", "--out", str(tmp / "ops"))
-        self.keys = tmp / "ops.pub"
-        pem = (tmp / "ops.key").read_bytes()
-        key = load_pem_private_key(pem, password=None)
-        assert isinstance(key, Ed25519PrivateKey)
-        self.key = key
-
-    def bundle(
-        self, version: int, *, model_version: str = "1.0.0", pack_version: str = "1.0.0"
-    ) -> Path:
-        """Build and sign a bundle of the shipped model and pack, renamed to these versions."""
-        src = self.tmp / f"src{version}"
-        shutil.copytree(default_manifest_path().parent, src / "model")
-        manifest = json.loads((src / "model" / "manifest.json").read_text())
-        manifest["version"] = model_version
-        (src / "model" / "manifest.json").write_text(json.dumps(manifest))
-        pack = re.sub(
-            r"^version: .*$",
-            f"version: {pack_version}",
-            default_pack_path().read_text(),
-            count=1,
-            flags=re.MULTILINE,
-        )
-        (src / "pump.yaml").write_text(pack)
-        out = self.tmp / f"b{version}"
-        _cli("bundle", "build", "--model", str(src / "model" / "manifest.json"), "--rules",
-             str(src / "pump.yaml"), "--version", str(version), "--out", str(out))  # fmt: skip
-        _cli("bundle", "sign", str(out), "--key", str(self.tmp / "ops.key"))
-        return out
-
-    def resign(
-        self, bundle_dir: Path, key: Ed25519PrivateKey | None = None, **changes: Any
-    ) -> None:
-        """Re-describe the files (after an edit) and sign again, with optional manifest changes."""
-        manifest = read_manifest(bundle_dir)
-        changes.setdefault("files", describe_files(bundle_dir))
-        manifest = msgspec.structs.replace(manifest, **changes)
-        write_manifest(bundle_dir, sign(manifest, key or self.key))
-
-
-class States:
-    """The gateway's job states, in the order they arrive."""
-
-    def __init__(self, listener: Listener) -> None:
-        self.listener = listener
-        self.seen: list[dict[str, Any]] = []
-        self.others: list[tuple[str, bytes]] = []  # messages on other topics, kept
-
-    def recommendations(self, timeout_s: float = 60.0) -> list[dict[str, Any]]:
-        """Recommendations received so far, waiting up to `timeout_s` for the first."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            self.others += self.listener.drain()
-            recs = [json.loads(p) for t, p in self.others if "/recommendations/" in t]
-            if recs or time.monotonic() > deadline:
-                return recs
-            time.sleep(0.2)
-
-    def until(self, job_id: str, pred: Any = None, timeout_s: float = 60.0) -> list[dict[str, Any]]:
-        """States of `job_id` until `pred(state)` (default: a final state)."""
-        pred = pred or (lambda s: s["status"] in FINAL)
-        deadline = time.monotonic() + timeout_s
-        mine: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            try:
-                topic, payload = self.listener.messages.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if topic != STATES:
-                self.others.append((topic, payload))
-                continue
-            state = json.loads(payload)
-            self.seen.append(state)
-            if state["job_id"] == job_id:
-                mine.append(state)
-                if pred(state):
-                    return mine
-        raise AssertionError(f"no final state for {job_id}; saw {self.seen[-10:]}")
 
 
 @pytest.fixture
@@ -153,25 +58,6 @@ def listener(broker: Broker) -> Iterator[Listener]:
     lis.close()
 
 
-def _start(broker: Broker, state: Path, env: dict[str, str]) -> AgentProcess:
-    agent = AgentProcess(broker, state, env)
-    agent.start()
-    agent.wait_for_log("agent running")
-    time.sleep(0.5)  # the agent's SUBACKs
-    return agent
-
-
-def _metric(env: dict[str, str], name: str) -> float:
-    url = f"http://127.0.0.1:{env['EDGE_SERVICE__HTTP_PORT']}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name) and not line.startswith("#")
-    )
-
-
 def test_live_update_carries_new_versions_installs_once(
     broker: Broker, tmp_path: Path, ops: Ops, agent_env: dict[str, str], listener: Listener
 ) -> None:
@@ -180,7 +66,7 @@ def test_live_update_carries_new_versions_installs_once(
     fault = FaultSpec("overheating", 600.0)
     pumps = [PumpStream(f"pump-{i}", seed=10 + i, start_ts=START, fault=fault if i == 2 else None)
              for i in (1, 2)]  # fmt: skip
-    agent = _start(broker, tmp_path / "state", agent_env)
+    agent = start_agent(broker, tmp_path / "state", agent_env)
     states = States(listener)
     sent = 0
     try:
@@ -197,9 +83,9 @@ def test_live_update_carries_new_versions_installs_once(
         listener.publish(JOBS, job_bytes(bundle, "job-2", inline=True))  # delivered again
         again = states.until("job-2")
         recs = states.recommendations()
-        readings = _metric(agent_env, "edge_readings_total")
-        dropped = _metric(agent_env, "edge_readings_dropped_total")
-        windows_dropped = _metric(agent_env, 'edge_windows_total{outcome="dropped"}')
+        readings = metric(agent_env, "edge_readings_total")
+        dropped = metric(agent_env, "edge_readings_dropped_total")
+        windows_dropped = metric(agent_env, 'edge_windows_total{outcome="dropped"}')
         assert agent.proc is not None
         assert agent.proc.poll() is None  # no restart: the same process served throughout
         assert agent.stop(signal.SIGTERM) == 0, agent.log_text()
@@ -256,7 +142,7 @@ def test_rejections_leave_the_running_bundle_serving(
     good = ops.bundle(5)
     cases = _rejection_cases(tmp_path, ops, good)
     extra_dir = cases.pop("extra_file")
-    agent = _start(broker, tmp_path / "state", agent_env)
+    agent = start_agent(broker, tmp_path / "state", agent_env)
     states = States(listener)
     try:
         listener.publish(JOBS, job_bytes(good, "job-5", inline=True))
@@ -277,7 +163,7 @@ def test_rejections_leave_the_running_bundle_serving(
         results["extra_file"] = states.until("job-extra_file")[-1]
         agent.stop(signal.SIGTERM)
         # After a restart, the highest accepted version still holds.
-        agent = _start(broker, tmp_path / "state", agent_env)
+        agent = start_agent(broker, tmp_path / "state", agent_env)
         listener.publish(JOBS, job_bytes(good, "job-after-restart", inline=True))
         results["old_version_after_restart"] = states.until("job-after-restart")[-1]
         assert agent.proc is not None
@@ -301,10 +187,11 @@ def test_golden_failure_rolls_back(
     good = ops.bundle(2)
     bad = ops.bundle(3)
     pair = json.loads((bad / "golden.json").read_text())
-    pair["score"] = [s + 10.0 for s in pair["score"]]
+    own = pair["artifacts"]["pump-fault.int8.tflite"]  # one artifact of four misses its output
+    own["score"] = [s + 10.0 for s in own["score"]]
     (bad / "golden.json").write_text(json.dumps(pair))
     ops.resign(bad)
-    agent = _start(broker, tmp_path / "state", agent_env)
+    agent = start_agent(broker, tmp_path / "state", agent_env)
     states = States(listener)
     try:
         listener.publish(JOBS, job_bytes(good, "job-2", inline=True))
@@ -317,7 +204,7 @@ def test_golden_failure_rolls_back(
     finally:
         agent.kill()
     assert final["status"] == "FAILED"
-    assert "golden check" in final["reason"]
+    assert final["reason"].startswith("probation: model/pump-fault.int8.tflite: golden check")
     assert final["active_version"] == 2
 
 
@@ -369,7 +256,7 @@ def test_sigkill_during_a_step(
     old, new = ops.bundle(2), ops.bundle(3)
     url, handler = slow_server
     env = agent_env | {"EDGE_UPDATES__PROBATION_S": "5"}
-    agent = _start(broker, tmp_path / "state", env)
+    agent = start_agent(broker, tmp_path / "state", env)
     states = States(listener)
     try:
         listener.publish(JOBS, job_bytes(old, "job-2", inline=True))
@@ -385,7 +272,7 @@ def test_sigkill_during_a_step(
         killed_at = active_bundle(tmp_path / "state")
         assert killed_at is not None
         assert killed_at.version in (2, 3)
-        agent = _start(broker, tmp_path / "state", env)
+        agent = start_agent(broker, tmp_path / "state", env)
         final = states.until("job-3")[-1]
         assert agent.stop(signal.SIGTERM) == 0, agent.log_text()
     finally:

@@ -11,16 +11,15 @@ from pathlib import Path
 from typing import Any, NotRequired, TypedDict, Unpack
 
 from edge_agent.core.errors import BundleError
-from edge_agent.daemon.bundles.bundle import (
+from edge_agent.daemon.bundles.bundle import agent_version, file_digest
+from edge_agent.daemon.bundles.manifest import (
     FORMAT,
     MANIFEST,
     BundleManifest,
     Compat,
     FileEntry,
-    agent_version,
     check_path,
     encode_manifest,
-    file_digest,
 )
 
 MODEL_DIR = "model"

@@ -1,7 +1,8 @@
 """Bundles: what the agent thinks with (model, rule packs, golden pair), signed and verified.
 
-A bundle is a directory with a signed `manifest.json` at its root. The manifest lists every
-other file with its sha256 and length; nothing else may be in the directory. The signature is
+A bundle is a directory with a signed `manifest.json` at its root (its format and layout
+rules: manifest.py). The manifest lists every other file with its sha256 and length;
+nothing else may be in the directory, and nothing in it may be a link. The signature is
 Ed25519 over a domain tag plus the canonical manifest (JSON, keys sorted, no whitespace,
 UTF-8, without the `signature` member), so re-encoding by any tool cannot change what was
 signed. Keys are named by the first 16 hex digits of the sha256 of the raw public key.
@@ -20,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, BinaryIO, NotRequired, TypedDict, Unpack
 
 import msgspec
@@ -28,59 +29,23 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from edge_agent.core.errors import BundleError, ConfigError
+from edge_agent.core.errors import ConfigError
+from edge_agent.daemon.bundles.manifest import (
+    MANIFEST,
+    MAX_BUNDLE_BYTES,
+    MAX_FILES,
+    MAX_MANIFEST_BYTES,
+    BundleManifest,
+    BundleRejectedError,
+    Signature,
+    canonical,
+    check_size,
+    decode_manifest,
+)
 
-FORMAT = 1
-MANIFEST = "manifest.json"
 SIGNED_TAG = b"edge-agent-bundle-v1\n"
-MAX_MANIFEST_BYTES = 1 << 20
+
 _CHUNK = 1 << 16
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-
-
-class FileEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """One file of a bundle: its sha256 (hex) and length in bytes."""
-
-    sha256: str
-    length: int
-
-
-class Compat(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """What a bundle needs from the agent that runs it."""
-
-    min_agent: str
-    model_input: dict[str, Any]
-
-
-class Signature(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """An Ed25519 signature (base64) and the id of the key that made it."""
-
-    key_id: str
-    value: str
-
-
-class BundleManifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The bundle's `manifest.json`; `signature` is absent until `sign` adds it."""
-
-    format: int
-    version: int
-    created: datetime
-    expires: datetime
-    compat: Compat
-    model: str  # path of the model manifest inside the bundle
-    rules: list[str]  # paths of the rule packs inside the bundle
-    golden: str  # path of the golden input/output pair
-    files: dict[str, FileEntry]
-    signature: Signature | None = None
-
-
-class BundleRejectedError(BundleError):
-    """A bundle failed verification; `reason` is a short code for job states and metrics."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -177,15 +142,6 @@ class TrustedKeys:
 # --- manifest ---------------------------------------------------------------------------
 
 
-def canonical(manifest: BundleManifest) -> bytes:
-    """The signed bytes: the manifest without its signature, keys sorted, no whitespace."""
-    body = msgspec.structs.replace(manifest, signature=None)
-    builtins = msgspec.to_builtins(body, order="sorted")
-    assert isinstance(builtins, dict)
-    builtins.pop("signature", None)
-    return msgspec.json.encode(builtins, order="sorted")
-
-
 def sign(manifest: BundleManifest, private_key: Ed25519PrivateKey) -> BundleManifest:
     """Return the manifest with an Ed25519 signature by `private_key`."""
     value = private_key.sign(SIGNED_TAG + canonical(manifest))
@@ -195,31 +151,6 @@ def sign(manifest: BundleManifest, private_key: Ed25519PrivateKey) -> BundleMani
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-def encode_manifest(manifest: BundleManifest) -> bytes:
-    """Manifest bytes as written to disk (sorted, indented for people reading it)."""
-    return msgspec.json.format(msgspec.json.encode(manifest, order="sorted"), indent=2) + b"\n"
-
-
-def decode_manifest(data: bytes, where: str) -> BundleManifest:
-    """Parse manifest bytes; a malformed manifest is a rejection naming `where`."""
-    if len(data) > MAX_MANIFEST_BYTES:
-        raise BundleRejectedError("malformed", f"{where}: larger than {MAX_MANIFEST_BYTES} bytes")
-    try:
-        manifest = msgspec.json.decode(data, type=BundleManifest)
-    except msgspec.ValidationError as exc:
-        raise BundleRejectedError("malformed", f"{where}: {exc}") from exc
-    except msgspec.DecodeError as exc:
-        raise BundleRejectedError("malformed", f"{where}: not JSON ({exc})") from exc
-    if manifest.format != FORMAT:
-        raise BundleRejectedError(
-            "malformed", f"{where}: format {manifest.format}, expected {FORMAT}"
-        )
-    for when in (manifest.created, manifest.expires):
-        if when.tzinfo is None:
-            raise BundleRejectedError("malformed", f"{where}: times must carry a UTC offset")
-    return manifest
 
 
 def read_manifest(bundle_dir: Path) -> BundleManifest:
@@ -250,21 +181,6 @@ def _read_regular(path: Path, limit: int) -> bytes:
         return f.read(limit)
 
 
-def check_path(name: str) -> PurePosixPath:
-    """Reject a manifest path that could leave the bundle directory or shadow the manifest."""
-    pure = PurePosixPath(name)
-    if (
-        not name
-        or "\\" in name
-        or "\x00" in name
-        or pure.is_absolute()
-        or any(part in ("", ".", "..") for part in name.split("/"))
-        or name == MANIFEST
-    ):
-        raise BundleRejectedError("unsafe_path", f"manifest path {name!r} escapes the bundle")
-    return pure
-
-
 def check_signature(manifest: BundleManifest, keys: TrustedKeys) -> None:
     """Check the manifest's Ed25519 signature against the trusted keys."""
     signature = manifest.signature
@@ -288,19 +204,25 @@ class Acceptance(TypedDict):
 
     `highest` is the highest version ever accepted here; `model_input` the schema the agent
     feeds its model (None accepts any); `now` when expiry is judged (default: now); `running`
-    the agent version (default: installed).
+    the agent version (default: installed); `max_bundle_bytes` what the files may add up to
+    (default: EDGE_UPDATES__MAX_BUNDLE_BYTES's default).
     """
 
     highest: int
     model_input: dict[str, Any] | None
     now: NotRequired[datetime | None]
     running: NotRequired[str | None]
+    max_bundle_bytes: NotRequired[int]
 
 
 def check_manifest(
     manifest: BundleManifest, keys: TrustedKeys, **acceptance: Unpack[Acceptance]
 ) -> None:
-    """Check signature, expiry, version, compatibility and paths: everything but file contents."""
+    """Check size, signature, expiry, version and compatibility: all but the files' contents.
+
+    The layout (paths, duplicates, overlaps) was checked when the manifest was decoded.
+    """
+    check_size(manifest, acceptance.get("max_bundle_bytes", MAX_BUNDLE_BYTES))
     check_signature(manifest, keys)
     highest, model_input = acceptance["highest"], acceptance["model_input"]
     now = acceptance.get("now") or datetime.now(UTC)
@@ -321,14 +243,6 @@ def check_manifest(
             "input_schema",
             f"model input {manifest.compat.model_input} differs from the agent's {model_input}",
         )
-    for name, entry in manifest.files.items():
-        check_path(name)
-        if entry.length < 0 or not _HEX64.fullmatch(entry.sha256):
-            raise BundleRejectedError("malformed", f"{name}: bad length or sha256 in the manifest")
-    for name in [manifest.model, manifest.golden, *manifest.rules]:
-        check_path(name)
-        if name not in manifest.files:
-            raise BundleRejectedError("malformed", f"{name} is named but not listed in files")
 
 
 def file_digest(path: Path, limit: int) -> tuple[str, int]:
@@ -360,6 +274,8 @@ def _regular_files(bundle_dir: Path) -> set[str]:
             if not stat.S_ISREG(mode):
                 raise BundleRejectedError("unsafe_path", f"{rel} is not a regular file")
             found.add(rel)
+            if len(found) > MAX_FILES + 1:  # the manifest and MAX_FILES others, at most
+                raise BundleRejectedError("extra_file", f"{rel}: more files than a manifest lists")
     return found
 
 

@@ -30,8 +30,6 @@ from edge_agent.daemon.bundles.build import (
     write_manifest,
 )
 from edge_agent.daemon.bundles.bundle import (
-    BundleManifest,
-    BundleRejectedError,
     TrustedKeys,
     key_id,
     public_key_line,
@@ -40,7 +38,13 @@ from edge_agent.daemon.bundles.bundle import (
     verify_bundle,
 )
 from edge_agent.daemon.bundles.fetch import Job
-from edge_agent.daemon.bundles.probation import make_golden
+from edge_agent.daemon.bundles.manifest import (
+    MAX_BUNDLE_BYTES,
+    BundleManifest,
+    BundleRejectedError,
+)
+from edge_agent.daemon.bundles.probation import ProbeLimits, check_bundle, make_golden
+from edge_agent.daemon.bundles.settings import UpdateSettings
 from edge_agent.daemon.settings import load_settings
 
 GOLDEN_WINDOWS = 8
@@ -85,12 +89,15 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 def _cmd_build(args: argparse.Namespace) -> int:
     golden: Path | None = args.golden
     if golden is None:
-        # Golden windows: seeded noise around the normal point, normalised as the model sees it.
+        # Golden windows: seeded noise around the normal point, normalised as the model sees
+        # it, from barely off normal to far off, so scores and class outputs are not all
+        # saturated and each artifact's answers are really compared.
         from edge_agent.models.manifest import load_manifest  # noqa: PLC0415
 
         manifest = load_manifest(args.model)
         rng = np.random.default_rng(GOLDEN_SEED)
         x = rng.standard_normal((GOLDEN_WINDOWS, manifest.window, len(manifest.signals)))
+        x *= np.linspace(0.05, 1.0, GOLDEN_WINDOWS)[:, None, None]
         pair = make_golden(args.model, x.astype(np.float32))
         golden = args.out.parent / f".{args.out.name}.{GOLDEN}"
         golden.write_bytes(msgspec.json.encode(pair))
@@ -125,16 +132,34 @@ def _cmd_sign(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    """The gateway's checks, in its order, with the job state each failure would get there."""
     keys = TrustedKeys.load(args.trusted_keys)
     expected = model_input_of(args.model) if args.model is not None else None
     try:
-        bundle = verify_bundle(args.bundle, keys, highest=args.highest, model_input=expected)
+        bundle = verify_bundle(
+            args.bundle,
+            keys,
+            highest=args.highest,
+            model_input=expected,
+            max_bundle_bytes=args.max_bundle_bytes,
+        )
     except BundleRejectedError as exc:
         sys.stderr.write(f"REJECTED {args.bundle}: {exc}\n")
         return 1
+    if not args.no_probation:
+        defaults = UpdateSettings()
+        limits = ProbeLimits(defaults.probe_timeout_s, defaults.probe_memory_mb)
+        try:
+            results = check_bundle(bundle, limits)
+        except BundleError as exc:
+            sys.stderr.write(f"FAILED {args.bundle}: probation: {exc}\n")
+            return 1
+        for r in results:
+            _say(f"  {r.outcome:<7} {r.file} ({r.backend}): {r.detail}")
     signature = bundle.manifest.signature
     signer = signature.key_id if signature else "?"
-    _say(f"OK {args.bundle}: {_summary(bundle.manifest)}, signed by {signer}")
+    proven = "" if args.no_probation else ", probation passed"
+    _say(f"OK {args.bundle}: {_summary(bundle.manifest)}, signed by {signer}{proven}")
     return 0
 
 
@@ -237,6 +262,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     v.add_argument("--trusted-keys", type=Path, required=True, help="trusted public keys file")
     v.add_argument("--highest", type=int, default=0, help="highest version already accepted")
     v.add_argument("--model", type=Path, help="model manifest whose input schema must match")
+    v.add_argument(
+        "--max-bundle-bytes",
+        type=int,
+        default=MAX_BUNDLE_BYTES,
+        help="what the files may add up to (the gateways' EDGE_UPDATES__MAX_BUNDLE_BYTES)",
+    )
+    v.add_argument(
+        "--no-probation",
+        action="store_true",
+        help="skip probation (rules compile; every model artifact reproduces its golden output)",
+    )
     v.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser("publish", help="announce a bundle as a job to a gateway or a group")

@@ -2,14 +2,17 @@
 
 Every read is bounded by the manifest's length for that file, and a partial file left by an
 interrupted download is continued from where it stopped (file:// seeks, http(s) asks for a
-Range), so a flaky uplink or a restart does not start a large model over.
+Range), so a flaky uplink or a restart does not start a large model over. A file:// source
+is read as `bundle verify` reads a directory: a link anywhere below the base is refused.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import os
+import stat
 import time
 import urllib.request
 from pathlib import Path
@@ -19,13 +22,13 @@ from urllib.parse import quote, unquote, urlsplit
 import msgspec
 
 from edge_agent.core.errors import BundleError
-from edge_agent.daemon.bundles.bundle import (
+from edge_agent.daemon.bundles.bundle import file_digest
+from edge_agent.daemon.bundles.manifest import (
     MANIFEST,
     BundleManifest,
     BundleRejectedError,
     check_path,
     encode_manifest,
-    file_digest,
 )
 
 _CHUNK = 1 << 16
@@ -46,23 +49,51 @@ class DownloadError(BundleError):
     """A source could not be read (worth retrying); carries what failed."""
 
 
-def _open_source(url: str, offset: int, timeout_s: float) -> tuple[BinaryIO, int, int | None]:
-    """Open `url` at `offset`: the stream, the offset it really starts at, the source's size.
+def _open_below(base: Path, name: str) -> BinaryIO:
+    """Open `base/name` for reading without following a link at or below `base`."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW
+    *dirs, leaf = name.split("/")
+    try:
+        fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)  # the operator's base may be a link
+    except FileNotFoundError as exc:
+        raise BundleRejectedError("missing_file", f"{base} does not exist") from exc
+    except OSError as exc:
+        raise DownloadError(f"{base}: {exc}") from exc
+    try:
+        for part in dirs:
+            inner = os.open(part, flags | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        leaf_fd = os.open(leaf, flags, dir_fd=fd)
+    except FileNotFoundError as exc:
+        raise BundleRejectedError("missing_file", f"{name} does not exist in {base}") from exc
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # a link, or a link where a folder was
+            raise BundleRejectedError("unsafe_path", f"{name} in {base} is a link") from exc
+        raise DownloadError(f"{base}/{name}: {exc}") from exc
+    finally:
+        os.close(fd)
+    f = os.fdopen(leaf_fd, "rb")
+    if not stat.S_ISREG(os.fstat(leaf_fd).st_mode):
+        f.close()
+        raise BundleRejectedError("unsafe_path", f"{name} in {base} is not a regular file")
+    return f
+
+
+def _open_source(
+    base_url: str, name: str, offset: int, timeout_s: float
+) -> tuple[BinaryIO, int, int | None]:
+    """Open file `name` under `base_url` at `offset`: the stream, where it starts, its size.
 
     The size (when the source states it) tells a cut connection (retry) from a source that
     really is shorter than the manifest says (reject).
     """
-    parts = urlsplit(url)
+    parts = urlsplit(base_url)
     if parts.scheme == "file":
-        path = Path(unquote(parts.path))
-        try:
-            f = path.open("rb")
-        except FileNotFoundError as exc:
-            raise BundleRejectedError("missing_file", f"{url} does not exist") from exc
-        except OSError as exc:
-            raise DownloadError(f"{url}: {exc}") from exc
+        f = _open_below(Path(unquote(parts.path)), name)
         f.seek(offset)
         return f, offset, os.fstat(f.fileno()).st_size
+    url = f"{base_url.rstrip('/')}/{quote(name)}"
     if parts.scheme in ("http", "https"):
         request = urllib.request.Request(url)  # noqa: S310 - scheme checked just above
         if offset:
@@ -79,16 +110,18 @@ def _open_source(url: str, offset: int, timeout_s: float) -> tuple[BinaryIO, int
         start = offset if response.status == 206 else 0
         declared = response.length  # bytes of this response, from Content-Length
         return response, start, None if declared is None else start + declared
-    raise BundleRejectedError("malformed", f"job url {url!r}: scheme must be one of {SCHEMES}")
+    raise BundleRejectedError("malformed", f"job url {base_url!r}: scheme must be one of {SCHEMES}")
 
 
-def _fetch_one(url: str, dest: Path, length: int, deadline: float) -> None:
+def _fetch_one(base_url: str, name: str, dest: Path, length: int, deadline: float) -> None:
     have = dest.stat().st_size if dest.exists() else 0
     if have > length:
         have = 0
     if have == length:
         return
-    stream, start, size = _open_source(url, have, max(deadline - time.monotonic(), 1.0))
+    timeout_s = max(deadline - time.monotonic(), 1.0)
+    stream, start, size = _open_source(base_url, name, have, timeout_s)
+    url = f"{base_url.rstrip('/')}/{name}"
     with stream, dest.open("r+b" if dest.exists() else "wb") as out:
         out.seek(start)
         out.truncate()
@@ -145,7 +178,7 @@ def fetch(job: Job, dest: Path, timeout_s: float) -> None:
                 )
             target.write_bytes(data)
         elif job.url is not None:
-            _fetch_one(f"{job.url.rstrip('/')}/{quote(name)}", target, entry.length, deadline)
+            _fetch_one(job.url, name, target, entry.length, deadline)
         else:
             raise BundleRejectedError(
                 "missing_file", f"{name}: neither inline nor a url in the job"
@@ -157,14 +190,11 @@ def fetch(job: Job, dest: Path, timeout_s: float) -> None:
     (dest / MANIFEST).write_bytes(encode_manifest(manifest))
 
 
-def check_size(job: Job, limit: int) -> None:
-    """Refuse before downloading a bundle larger than the configured limit."""
-    total = sum(e.length for e in job.manifest.files.values())
-    if total > limit:
-        raise BundleRejectedError(
-            "too_large", f"{total} bytes in files, EDGE_UPDATES__MAX_BUNDLE_BYTES={limit}"
-        )
+def check_job(job: Job) -> None:
+    """What a job must state besides its manifest: the same version, a source we can read."""
     if job.version != job.manifest.version:
         raise BundleRejectedError(
             "malformed", f"job version {job.version} != manifest version {job.manifest.version}"
         )
+    if job.url is not None and urlsplit(job.url).scheme not in SCHEMES:
+        raise BundleRejectedError("malformed", f"job url {job.url!r}: scheme not one of {SCHEMES}")

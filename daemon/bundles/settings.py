@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 
 from edge_agent.core.settings import Section
+from edge_agent.daemon.bundles.manifest import MAX_BUNDLE_BYTES
 
 
 class UpdateSettings(Section):
@@ -42,17 +43,31 @@ class UpdateSettings(Section):
     max_job_bytes: int = Field(
         16 << 20,
         ge=1024,
-        description="Larger job messages (inline files included) are refused and counted.",
+        description="Larger job messages (inline files included) are not parsed: REJECTED "
+        "too_large under the job_id in their first 4 KiB, else under their hash.",
     )
     max_bundle_bytes: int = Field(
-        512 << 20,
+        MAX_BUNDLE_BYTES,
         ge=1024,
         description="A bundle whose files add up to more than this is rejected before download.",
+    )
+    probe_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="Seconds the probation probe may take to load and run every model artifact "
+        "of a new bundle on its golden input (a separate process; killed and FAILED after).",
+    )
+    probe_memory_mb: int = Field(
+        2048,
+        ge=256,
+        description="Address space (MiB) the probation probe may use; a model that needs more "
+        "fails probation instead of exhausting the gateway's memory.",
     )
     max_pending_jobs: int = Field(
         16,
         ge=1,
-        description="Jobs waiting while one installs; further jobs are dropped and counted.",
+        description="Jobs waiting while one installs; a further job is REJECTED queue_full "
+        "(not stored, so it can be sent again) and counted.",
     )
     download_timeout_s: float = Field(
         300.0, gt=0, description="Seconds one download attempt of a whole bundle may take."

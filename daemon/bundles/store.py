@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import uuid
 from pathlib import Path
@@ -30,22 +29,24 @@ import structlog
 from edge_agent.core import metrics
 from edge_agent.core.errors import BundleError
 from edge_agent.daemon.bundles.bundle import (
-    MANIFEST,
     Bundle,
-    BundleManifest,
-    BundleRejectedError,
     TrustedKeys,
     check_files,
     check_signature,
-    encode_manifest,
     read_manifest,
     verify_bundle,
+)
+from edge_agent.daemon.bundles.jobs import JOB_ID
+from edge_agent.daemon.bundles.manifest import (
+    MANIFEST,
+    BundleManifest,
+    BundleRejectedError,
+    encode_manifest,
 )
 
 log = structlog.get_logger(__name__)
 
 MAX_JOB_RECORDS = 200
-_JOB_ID = re.compile(r"(?!\.+$)[A-Za-z0-9._-]{1,128}")
 # Steps before `current` is swapped: a crash there leaves the running bundle as it was.
 PRE_SWAP_STEPS = frozenset({"downloading", "verifying", "staging"})
 _COPY_CHUNK = 1 << 16
@@ -200,7 +201,7 @@ class BundleStore:
         fsync_dir(self.root)
 
     def _record_path(self, job_id: str) -> Path:
-        if not _JOB_ID.fullmatch(job_id):
+        if not JOB_ID.fullmatch(job_id):
             raise BundleError(f"job id {job_id!r}: use 1-128 of A-Z a-z 0-9 . _ -, not only dots")
         return self.root / "jobs" / f"{job_id}.json"
 

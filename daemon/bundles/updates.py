@@ -4,34 +4,40 @@ Job states follow the AWS IoT Jobs vocabulary and go, in order, to one retained 
 gateway: QUEUED, IN_PROGRESS (step downloading, verifying, staging, probation), then one of
 SUCCEEDED, FAILED (installed but did not prove itself: rolled back) or REJECTED (never
 installed: signature, version, expiry, hashes, paths, compatibility). One job installs at a
-time; a job id seen before is answered with its stored final state and not run again.
+time; a job id seen before is answered with its stored final state and not run again. Every
+job whose id can be read ends in a reported state (jobs.py says how ids are read), and
+nothing a candidate bundle does while it is checked escapes into the agent: a failure to
+load or run its model is the job's FAILED state, never the agent's exception.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import msgspec
 import structlog
 
 from edge_agent.core import metrics
-from edge_agent.core.errors import BundleError, EdgeAgentError
+from edge_agent.core.errors import BundleError, ConnectorError, EdgeAgentError
 from edge_agent.core.logs import RateLimited
 from edge_agent.core.readings import Outgoing, Priority, new_id
 from edge_agent.daemon.bundles.build import model_input_of
 from edge_agent.daemon.bundles.bundle import (
     Bundle,
-    BundleRejectedError,
     TrustedKeys,
     check_manifest,
     verify_bundle,
 )
-from edge_agent.daemon.bundles.fetch import DownloadError, Job, check_size, fetch
-from edge_agent.daemon.bundles.probation import check_bundle
+from edge_agent.daemon.bundles.fetch import DownloadError, Job, fetch
+from edge_agent.daemon.bundles.jobs import Refusal, job_ref, oversize, parse_job, peek_job_id
+from edge_agent.daemon.bundles.manifest import BundleRejectedError
+from edge_agent.daemon.bundles.probation import ProbeLimits, check_bundle
 from edge_agent.daemon.bundles.settings import UpdateSettings
 from edge_agent.daemon.bundles.store import BundleStore, JobRecord, write_atomic
 from edge_agent.models.settings import ModelSettings
@@ -53,19 +59,6 @@ class JobClient(Protocol):
 
     async def publish(self, msg: Outgoing) -> None:
         """Publish and wait for the broker's acknowledgement."""
-
-
-class _JobHead(msgspec.Struct):
-    """Just enough of a job to report against when the rest does not decode."""
-
-    job_id: str
-    version: int = 0
-
-
-class _Malformed(NamedTuple):
-    job_id: str
-    version: int
-    reason: str
 
 
 class JobState(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -138,7 +131,7 @@ class UpdateService:
         activate: Activate,
         *,
         model_input: dict[str, Any] | None = None,
-        check: Callable[[Bundle], None] = check_bundle,
+        check: Callable[[Bundle], object] | None = None,
     ) -> None:
         if settings.trusted_keys is None:
             raise BundleError("EDGE_UPDATES__TRUSTED_KEYS is empty: fleet updates are off")
@@ -148,10 +141,13 @@ class UpdateService:
         self.store = BundleStore(state_dir)
         self.gateway = gateway_id
         self.activate = activate
-        self.check = check
+        limits = ProbeLimits(settings.probe_timeout_s, settings.probe_memory_mb)
+        self.check = check or partial(check_bundle, limits=limits)
         self.default_input = model_input
         self.state_topic = settings.state_topic.format(gateway=gateway_id)
-        self._queue: asyncio.Queue[Job | _Malformed] = asyncio.Queue(settings.max_pending_jobs)
+        # Raw messages, parsed by the worker off the loop; oversize ones already refused.
+        self._queue: asyncio.Queue[bytes | Refusal] = asyncio.Queue(settings.max_pending_jobs)
+        self._busy: deque[str] = deque()  # jobs dropped for a full queue, still to be told
         self._limited = RateLimited(10.0)
         self._seq = 0
         self.subscribed = asyncio.Event()  # set once the job topics are subscribed
@@ -164,27 +160,18 @@ class UpdateService:
     # --- intake ---------------------------------------------------------------------------
 
     def _on_message(self, topic: str, payload: bytes) -> None:
+        item: bytes | Refusal = payload
         if len(payload) > self.settings.max_job_bytes:
-            self._refuse("too_large", f"{topic}: {len(payload)} bytes")
-            return
-        item: Job | _Malformed
-        try:
-            item = msgspec.json.decode(payload, type=Job)
-        except msgspec.ValidationError as exc:
-            # JSON with a job id but wrong fields: the operator gets a REJECTED with the reason.
-            try:
-                head = msgspec.json.decode(payload, type=_JobHead)
-            except msgspec.DecodeError:
-                self._refuse("invalid", f"{topic}: {exc}")
-                return
-            item = _Malformed(head.job_id, head.version, f"malformed: {exc}")
-        except msgspec.DecodeError as exc:
-            self._refuse("invalid", f"{topic}: {exc}")
-            return
+            # Never parsed: its id is read from the first KiB, else named after its hash.
+            item = oversize(payload, self.settings.max_job_bytes)
         try:
             self._queue.put_nowait(item)
         except asyncio.QueueFull:
-            self._refuse("queue_full", f"job {item.job_id} (EDGE_UPDATES__MAX_PENDING_JOBS)")
+            peeked = peek_job_id(payload) if isinstance(item, bytes) else item.job_id
+            ref = job_ref(peeked) if peeked is not None else None
+            self._refuse("queue_full", f"job {ref} on {topic} (EDGE_UPDATES__MAX_PENDING_JOBS)")
+            if ref is not None and len(self._busy) < self.settings.max_pending_jobs:
+                self._busy.append(ref)
 
     def _refuse(self, reason: str, detail: str) -> None:
         # No job id to report against (or no room): counted and logged, nothing published.
@@ -247,21 +234,43 @@ class UpdateService:
             await self._handle(resumed, resumed_job=True)
         while True:
             item = await self._queue.get()
-            if isinstance(item, _Malformed):
-                await self._reject_malformed(item)
-            else:
-                await self._handle(item)
+            try:
+                await self._serve(item)
+            except ConnectorError:
+                raise  # the uplink is closing: the journal finishes the job after the restart
+            except Exception:  # a fault of ours must not end fleet updates, nor the agent
+                metrics.UPDATE_JOBS.labels(status="dropped", reason="internal").inc()
+                log.exception("update_job_internal_error")
+            while self._busy:
+                # Not stored as final: the same job published again is run then.
+                await self._report(
+                    self._busy.popleft(),
+                    0,
+                    "REJECTED",
+                    reason="queue_full: too many jobs were waiting "
+                    "(EDGE_UPDATES__MAX_PENDING_JOBS); publish it again",
+                )
 
-    async def _reject_malformed(self, bad: _Malformed) -> None:
+    async def _serve(self, item: bytes | Refusal) -> None:
+        parsed = await asyncio.to_thread(parse_job, item) if isinstance(item, bytes) else item
+        if parsed is None:
+            self._refuse("invalid", f"a job message without a readable job_id: {item[:80]!r}")
+        elif isinstance(parsed, Refusal):
+            await self._reject(parsed)
+        else:
+            await self._handle(parsed)
+
+    async def _reject(self, bad: Refusal) -> None:
         try:
-            done = self.store.record(bad.job_id)
-        except BundleError as exc:
-            self._refuse("invalid", str(exc))
+            done = self.store.record(bad.job_id)  # the reference is a safe name by construction
+        except (BundleError, OSError, msgspec.DecodeError) as exc:
+            self._refuse("invalid", f"job {bad.job_id}: its stored record: {exc}")
             return
         if done is not None:  # a job id that already ended is not reopened by garbage
             await self._report_final(done)
             return
-        metrics.UPDATE_JOBS.labels(status="REJECTED", reason="malformed").inc()
+        metrics.UPDATE_JOBS.labels(status="REJECTED", reason=bad.reason.split(":")[0]).inc()
+        log.warning("update_rejected", job_id=bad.job_id, reason=bad.reason)
         rec = JobRecord(bad.job_id, bad.version, "REJECTED", bad.reason)
         self.store.finish(rec)
         await self._report_final(rec)
@@ -275,14 +284,18 @@ class UpdateService:
             return None
         path = self._job_file(journal.job_id)
         try:
-            return msgspec.json.decode(path.read_bytes(), type=Job)
-        except (OSError, msgspec.DecodeError) as exc:
-            log.warning("update_job_not_resumable", job_id=journal.job_id, error=str(exc))
-            self.store.finish(
-                JobRecord(journal.job_id, journal.version, "FAILED", "interrupted; not resumable")
-            )
-            self.store.clear_incoming(journal.job_id)
-            return None
+            job = parse_job(path.read_bytes())  # the same rules as a job arriving now
+        except OSError as exc:
+            job = Refusal(journal.job_id, journal.version, str(exc))
+        if isinstance(job, Job):
+            return job
+        why = job.reason if job is not None else "unreadable"
+        log.warning("update_job_not_resumable", job_id=journal.job_id, error=why)
+        self.store.finish(
+            JobRecord(journal.job_id, journal.version, "FAILED", "interrupted; not resumable")
+        )
+        self.store.clear_incoming(journal.job_id)
+        return None
 
     async def _handle(self, job: Job, *, resumed_job: bool = False) -> None:
         try:
@@ -323,13 +336,13 @@ class UpdateService:
             await self._report(job.job_id, version, "QUEUED")
         try:
             # Cheap checks first, on the manifest alone: nothing is fetched for a bundle that
-            # is unsigned, stale, old or incompatible.
-            check_size(job, self.settings.max_bundle_bytes)
+            # is too large, unsigned, stale, old or incompatible.
             check_manifest(
                 job.manifest,
                 self.keys,
                 highest=self.store.highest,
                 model_input=self._expected_input(),
+                max_bundle_bytes=self.settings.max_bundle_bytes,
             )
             step = "downloading"
             # The job first, then the journal that points to it: a restart can always resume.
@@ -347,6 +360,7 @@ class UpdateService:
                 self.keys,
                 highest=self.store.highest,
                 model_input=self._expected_input(),
+                max_bundle_bytes=self.settings.max_bundle_bytes,
             )
             step = "staging"
             self.store.begin(job.job_id, version, step)
@@ -358,6 +372,11 @@ class UpdateService:
         except (BundleError, OSError) as exc:
             log.exception("update_failed", job_id=job.job_id, step=step)
             return JobRecord(job.job_id, version, "FAILED", f"{step}: {exc}")
+        except ConnectorError:
+            raise  # the uplink is closing: the journal finishes the job after the restart
+        except Exception as exc:  # a fault of ours: the job says so, the agent lives on
+            log.exception("update_failed", job_id=job.job_id, step=step)
+            return JobRecord(job.job_id, version, "FAILED", f"{step}: {type(exc).__name__}: {exc}")
         try:
             await self._probation(job, Bundle(staged, job.manifest))
         except _ProbationError as exc:
@@ -391,18 +410,20 @@ class UpdateService:
             await asyncio.to_thread(self.check, bundle)
             await self.activate(bundle)
             await self._watch(errors_before)
-        # RuntimeError: what ONNX Runtime and LiteRT raise for a model that does not run.
-        except (EdgeAgentError, OSError, ValueError, RuntimeError) as exc:
+        # The candidate's model meets third-party runtimes, which raise types of their own
+        # (onnxruntime's InvalidProtobuf is a bare Exception): any of them fails the bundle.
+        except Exception as exc:
             log.exception("update_probation_failed", job_id=job.job_id)
             self.store.rollback(previous)
             back = self.store.current()
             try:
                 await self.activate(back)
-            except (EdgeAgentError, OSError, ValueError):
+            except Exception:
                 # The old bundle served a moment ago; if it cannot come back, say so loudly.
                 log.exception("update_rollback_activate_failed", to=previous)
                 metrics.BUNDLE_EVENTS.labels(event="rollback_activate_failed").inc()
-            raise _ProbationError(str(exc)) from exc
+            detail = str(exc) if isinstance(exc, EdgeAgentError) else f"{type(exc).__name__}: {exc}"
+            raise _ProbationError(detail) from exc
 
     async def _watch(self, errors_before: float) -> None:
         deadline = time.monotonic() + self.settings.probation_s

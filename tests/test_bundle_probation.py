@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
+import os
 import shutil
+import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +144,34 @@ def test_a_model_that_wants_too_much_memory_fails_in_the_probe(bundle_dir: Path)
         check_models(_bundle(bundle_dir), ProbeLimits(memory_mb=1024))
     assert info.value.file == "model/pump-fault.fp32.onnx"
     assert "alloc" in str(info.value).lower(), info.value
+
+
+def _probe_pid(deadline_s: float = 30.0) -> int:
+    """The probe child of this process, once it has started."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                cmdline = (proc / "cmdline").read_bytes()
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == os.getpid() and b"edge_agent.daemon.bundles.probe" in cmdline:
+                return int(proc.name)
+        time.sleep(0.01)
+    raise AssertionError("no probe process")
+
+
+def test_a_probe_that_crashes_fails_the_bundle_naming_what_it_ran(bundle_dir: Path) -> None:
+    """A runtime that crashes on a model (here: the probe killed by SIGSEGV mid-way)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(check_models, _bundle(bundle_dir))
+        pid = _probe_pid()
+        time.sleep(0.3)  # into its imports or its first artifacts
+        os.kill(pid, signal.SIGSEGV)
+        with pytest.raises(ProbationError, match="killed by SIGSEGV") as info:
+            running.result(timeout=60)
+    files = {"golden.json", "model/manifest.json", *(f"model/{f}" for f in ARTIFACTS)}
+    assert info.value.file in files

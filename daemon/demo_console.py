@@ -41,6 +41,18 @@ def versions(rec: dict[str, object]) -> str:
     )
 
 
+def _object(payload: bytes, what: str) -> dict[str, object] | None:
+    """The JSON object in `payload`; None (and a line saying so) when it is not one."""
+    try:
+        found = json.loads(payload)
+    except ValueError:
+        found = None
+    if not isinstance(found, dict):
+        print(f"(unreadable {what}: {payload[:200]!r})", flush=True)
+        return None
+    return found
+
+
 class Console:
     """The demo's terminal: recommendations as incidents, a heartbeat until the first alert."""
 
@@ -54,12 +66,8 @@ class Console:
 
     def recommendation(self, payload: bytes) -> None:
         """Print one recommendation from the uplink."""
-        try:
-            rec = json.loads(payload)
-        except ValueError:
-            rec = None
-        if not isinstance(rec, dict):
-            print(f"(unreadable recommendation: {payload[:200]!r})", flush=True)
+        rec = _object(payload, "recommendation")
+        if rec is None:
             return
         self.alerted = True
         kind = str(rec.get("kind", "?"))
@@ -111,12 +119,8 @@ class Console:
 
     def job_state(self, payload: bytes) -> None:
         """Print one fleet-update job state."""
-        try:
-            state = json.loads(payload)
-        except ValueError:
-            state = None
-        if not isinstance(state, dict):
-            print(f"(unreadable job state: {payload[:200]!r})", flush=True)
+        state = _object(payload, "job state")
+        if state is None:
             return
         status = str(state.get("status", "?"))
         line = f"[update] job {state.get('job_id')} bundle {state.get('bundle_version')}: {status}"

@@ -41,12 +41,17 @@ def _time(fn: Callable[[], object], calls: int) -> np.ndarray:
     return out
 
 
-def _row(label: str, batch: int, ns: np.ndarray) -> None:
+GOAL_RATIO = 1.5  # wrapper / bare runtime call at batch 64 (issue 14)
+
+
+def _row(label: str, batch: int, ns: np.ndarray) -> float:
+    """Print one row; return the median in microseconds per window."""
     per = ns / batch / 1e3  # microseconds per window
     print(
         f"{label:<34} batch {batch:>3}  median {np.median(per):8.2f} us/window"
         f"  p99 {np.percentile(per, 99):8.2f} us/window"
     )
+    return float(np.median(per))
 
 
 def _bare_onnx(path: str) -> Callable[[np.ndarray], Callable[[], object]]:
@@ -93,15 +98,21 @@ def main() -> None:
         )
         bare = _bare_onnx(str(path)) if art.format == "onnx" else _bare_tflite(str(path))
         tag = f"{art.format} {art.precision} ({art.bytes} B)"
+        call = "InferenceSession.run" if art.format == "onnx" else "Interpreter.invoke"
         for batch in BATCHES:
             xr, xn = raw[:batch].copy(), norm[:batch].copy()
-            _row(
+            wrapped = _row(
                 f"Scorer.score   {tag}",
                 batch,
                 _time(functools.partial(scorer.score, xr), CALLS[batch]),
             )
-            call = "InferenceSession.run" if art.format == "onnx" else "Interpreter.invoke"
-            _row(f"bare {call}", batch, _time(bare(xn), CALLS[batch]))
+            plain = _row(f"bare {call}", batch, _time(bare(xn), CALLS[batch]))
+        ratio = wrapped / plain
+        verdict = "met" if ratio <= GOAL_RATIO else "NOT met"
+        print(
+            f"  {tag}: Scorer.score / bare {call} at batch {BATCHES[-1]}: {ratio:.2f}x "
+            f"(goal <= {GOAL_RATIO:g}x: {verdict})"
+        )
 
 
 if __name__ == "__main__":

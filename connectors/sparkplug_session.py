@@ -11,7 +11,8 @@ The rules this module keeps (Sparkplug B 3.0, the host application's side):
 - NDEATH (whose bdSeq matches the NBIRTH's; an older one is a stale Will) and DDEATH make
   every signal of the node, or of the device, a BAD reading at once, just after its last
   reading: frames hold no value across a death, so no window is scored from held values.
-- What is learned is bounded by `max_metrics` over all births; a birth past it is refused.
+- What is learned is bounded by `max_metrics` over all births; a birth past it is refused
+  (counted), its device kept as a placeholder whose data is dropped without a rebirth.
 
 Payloads are decoded by the protobuf library over the specification's `sparkplug_b.proto`
 (`sparkplug_b_pb2.py`, generated); nothing here touches MQTT.
@@ -114,6 +115,7 @@ class _Device:
     by_alias: dict[int, _Metric]
     by_name: dict[str, _Metric]
     last_ts: float = 0.0  # latest reading time: a death is dated just after it
+    refused: bool = False  # its birth did not fit in max_metrics: its data is not read
 
     @property
     def size(self) -> int:
@@ -194,6 +196,8 @@ class Sessions:
         if device is None:
             return self._unborn(t)
         if kind == "DDATA":
+            if device.refused:
+                return []
             return self._values(t, device, p, now)
         del node.devices[t.device]  # DDEATH
         self._forget(device)
@@ -206,12 +210,16 @@ class Sessions:
         old = self._nodes.pop(key, None)
         if old is not None:
             self._forget_node(old)
+        if self._learned + 1 > self._settings.max_metrics:
+            self._event("birth_refused")
+            return []
         template = self._settings.node_asset
         own = None
         if template:
             own = self._learn(template.format(group=t.group, node=t.node), p)
-            if own is None:
-                return []
+            if own is not None and own.refused:
+                self._forget(own)
+                own = None  # the node lives on, its own metrics unread
         bd_seq = next((int(m.long_value) for m in p.metrics if m.name == "bdSeq"), None)
         self._nodes[key] = _Node(seq=p.seq, bd_seq=bd_seq, own=own)
         self._learned += 1
@@ -226,9 +234,11 @@ class Sessions:
         device = self._learn(asset, p)
         if device is None:
             return []
+        node.devices[t.device] = device  # refused, it stays as a placeholder: no rebirth loop
+        if device.refused:
+            return []
         if old is not None:
             device.last_ts = old.last_ts
-        node.devices[t.device] = device
         self._event("birth")
         return self._values(t, device, p, now)
 
@@ -258,9 +268,12 @@ class Sessions:
             if m.HasField("alias"):
                 by_alias[m.alias] = entry
         device = _Device(asset, by_alias, by_name)
-        if self._learned + device.size > self._settings.max_metrics:
+        limit = self._settings.max_metrics
+        if self._learned + device.size > limit:
             self._event("birth_refused")
-            return None
+            device = _Device(asset, {}, {}, refused=True)  # costs 1, as a name would
+            if self._learned + device.size > limit:
+                return None
         self._learned += device.size
         return device
 

@@ -370,3 +370,28 @@ def test_a_node_death_ends_every_device_unless_it_is_an_older_sessions_will() ->
     assert {(r.asset, r.signal) for r in dead} == {("a", "temperature"), ("b", "flow")}
     assert all(r.quality is Quality.BAD for r in dead)
     assert sessions.learned == 0  # everything the births taught is forgotten
+
+
+def test_a_birth_past_max_metrics_is_refused_without_a_rebirth_loop() -> None:
+    asked: list[tuple[str, str]] = []
+    sessions = Sessions(SparkplugSettings(max_metrics=10), lambda g, n: asked.append((g, n)))
+
+    def send(
+        kind: str, device: str, seq: int, names: int, alias_only: bool = False
+    ) -> list[Reading]:
+        p = Payload(timestamp=T0, seq=seq)
+        for i in range(names):
+            m = p.metrics.add(alias=i, timestamp=T0)
+            if not alias_only:
+                m.name = f"m{i}"
+            set_value(m, DOUBLE, float(i))
+        return sessions.handle(f"spBv1.0/g/{kind}/n/{device}", p.SerializeToString(), 0.0)
+
+    nbirth = Payload(timestamp=T0, seq=0)
+    sessions.handle("spBv1.0/g/NBIRTH/n", nbirth.SerializeToString(), 0.0)
+    assert len(send("DBIRTH", "small", 1, 3)) == 3
+    assert send("DBIRTH", "big", 2, 20) == []  # 20 metrics do not fit in 10
+    assert send("DDATA", "big", 3, 20, alias_only=True) == []
+    assert len(send("DDATA", "small", 4, 3, alias_only=True)) == 3
+    assert sessions.events["birth_refused"] == 1
+    assert asked == []  # a refused device is not asked again and again

@@ -126,7 +126,8 @@ def test_an_incident_keeps_its_id_through_updates_and_says_why_it_resolved(
 
 def test_demo_keeps_the_incident_id_across_a_live_update() -> None:
     # The fault shows a few seconds in; the update ships after it, so the new bundle meets an
-    # incident that is already open.
+    # incident that is already open: what it says next (an escalation, a re-raise or the
+    # resolution) is about the same incident.
     demo = LiveDemo(
         [
             "--speed",

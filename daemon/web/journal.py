@@ -59,7 +59,7 @@ class Incident:
     severity: str
     opened: float  # event time of the raising window
     onset: float  # start of the anomaly span: first anomalous window minus one window
-    status: str = "open"  # open, resolved, interrupted (the agent restarted while open)
+    status: str = "open"  # open or resolved
     closed: float | None = None
     why_closed: str = ""
     baselines: dict[str, float] = field(default_factory=dict)
@@ -109,6 +109,14 @@ class Incident:
         self.events.append(
             {"kind": kind, "ts": rec.get("window_ts"), "why": why, "rec": compact(rec)}
         )
+
+    def raise_ids(self) -> list[str]:
+        """The ids of every raise (first, escalations, re-raises) of this incident."""
+        return [
+            str(rec.get("id"))
+            for e in self.events
+            if e.get("kind") != "resolved" and isinstance(rec := e.get("rec"), dict)
+        ]
 
     def summary(self) -> dict[str, object]:
         """What the page's incident list shows."""
@@ -193,13 +201,12 @@ class Journal:
         return out
 
     def load(self) -> list[Incident]:
-        """The last `MAX_INCIDENTS` incidents; those open at the last stop are interrupted."""
-        out = list(self._latest().values())[-MAX_INCIDENTS:]
-        for inc in out:
-            if inc.status == "open":
-                inc.status = "interrupted"
-                inc.why_closed = "the agent stopped while this was open; its rule state restarted"
-        return out
+        """The last `MAX_INCIDENTS` incidents, as they were last written.
+
+        Those open at the last stop stay open: the advisor keeps its rule state across a
+        restart (rules/state.py), so their resolution will name the raise they hold.
+        """
+        return list(self._latest().values())[-MAX_INCIDENTS:]
 
     def find(self, evidence_id: str) -> Incident | None:
         """The latest state of the incident that holds this evidence id."""

@@ -88,6 +88,9 @@ class LiveState:
         if journal is not None:
             for inc in journal.load():
                 self.incidents[inc.id] = inc
+                if inc.status == "open":  # the advisor restores its rule state too
+                    self._open[(inc.asset, inc.rule_id)] = inc.id
+                    self._by_raise |= dict.fromkeys(inc.raise_ids(), inc.id)
 
     # --- fed by the pipeline (hot path) -------------------------------------------------
 

@@ -179,3 +179,37 @@ class AssetSettings(Section):
             if p.matches(asset):
                 return p
         return None
+
+
+# Words that name what a measurement is, as instrument tags and historian columns spell them
+# (ISA-5.1 letters aside): the first role whose word starts a word of the name wins.
+_ROLE_WORDS: tuple[tuple[Role, tuple[str, ...]], ...] = (
+    ("vibration", ("vib", "accel", "velocity")),
+    ("temperature", ("temp", "thermo", "pt100", "rtd", "winding")),
+    ("pressure", ("press", "suction", "discharge")),
+    ("flow", ("flow",)),
+    ("current", ("current", "amps", "ampere")),
+    ("voltage", ("volt",)),
+    ("speed", ("speed", "rpm", "freq")),
+)
+
+
+def _words(name: str) -> list[str]:
+    spaced = "".join(
+        f" {c}" if c.isupper() and i and name[i - 1].islower() else c for i, c in enumerate(name)
+    )
+    cleaned = "".join(c.lower() if c.isalpha() else " " for c in spaced)
+    return cleaned.split()
+
+
+def guess_role(name: str) -> Role:
+    """The role a signal's name suggests (`Accelerometer1RMS` -> vibration), else `other`.
+
+    Only for commissioning from files whose roles nobody gave; every guess is shown to the
+    person, and `--roles` or a profile's `role` overrides it.
+    """
+    words = _words(name)
+    for role, stems in _ROLE_WORDS:
+        if any(w.startswith(stem) for w in words for stem in stems):
+            return role
+    return "other"

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from edge_agent.core import logs
-from edge_agent.core.assets import LEARN, Profile, SignalSpec
+from edge_agent.core.assets import LEARN, Profile, SignalSpec, guess_role
 from edge_agent.core.errors import ConfigError, ModelError
 from edge_agent.core.readings import Outgoing, new_id
 from edge_agent.daemon.learning import report
@@ -74,11 +74,12 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from edge_agent.models.learn.fit import FitOptions  # noqa: PLC0415 - needs the `learn` extra
     from edge_agent.models.learn.job import Output, fit_csv  # noqa: PLC0415
 
+    signals = _names(args.signals) or _columns(args, args.csv[0])
     result = fit_csv(
         args.csv,
-        roles=_pairs(args.roles, "roles"),
+        roles=_roles(args, signals),
         out_dir=args.out,
-        signals=_names(args.signals) or None,
+        signals=signals,
         label_columns=_names(args.label_columns),
         options=FitOptions(units=_pairs(args.units, "units"), rate_hz=args.rate_hz, seed=args.seed),
         form=_form(args),
@@ -106,12 +107,9 @@ def _eval_profile(args: argparse.Namespace, settings: Settings) -> Profile:
                 return p
         have = ", ".join(p.name for p in settings.assets.profiles) or "none"
         raise ConfigError(f"--profile {args.profile}: no such profile in the settings ({have})")
-    roles = _pairs(args.roles, "roles")
     units = _pairs(args.units, "units")
-    signals = _names(args.signals) or _columns(args)
-    unknown = sorted(set(roles) - set(signals))
-    if unknown:
-        raise ConfigError(f"--roles names {', '.join(unknown)}, not a signal ({signals})")
+    signals = _names(args.signals) or _columns(args, _first_csv(args.data))
+    roles = _roles(args, signals)
     return Profile(
         name="eval",
         match=["*"],
@@ -126,17 +124,38 @@ def _eval_profile(args: argparse.Namespace, settings: Settings) -> Profile:
     )
 
 
-def _columns(args: argparse.Namespace) -> list[str]:
-    """Every column of the first file but its time and its labels."""
+def _roles(args: argparse.Namespace, signals: list[str]) -> dict[str, str]:
+    """--roles, and for every signal it does not name, the role its name suggests (shown)."""
+    given = _pairs(args.roles, "roles")
+    unknown = sorted(set(given) - set(signals))
+    if unknown:
+        raise ConfigError(f"--roles names {', '.join(unknown)}, not a signal ({signals})")
+    guessed = {s: guess_role(s) for s in signals if s not in given}
+    if guessed:
+        shown = ", ".join(f"{s}={r}" for s, r in guessed.items())
+        _say(f"roles from the signal names: {shown} (give --roles to change them)")
+    return {**guessed, **given}
+
+
+def _first_csv(data: Path) -> Path:
     from edge_agent.daemon.learning.evaluate import csv_files  # noqa: PLC0415
+
+    files = csv_files(data)
+    if not files:
+        raise ConfigError(f"--data {data}: no CSV files there")
+    return files[0]
+
+
+def _columns(args: argparse.Namespace, first: Path) -> list[str]:
+    """Every column of the first file but its time and its labels."""
     from edge_agent.models.learn.csvdata import read_csv  # noqa: PLC0415 - numpy
 
-    files = csv_files(args.data)
-    if not files:
-        raise ConfigError(f"--data {args.data}: no CSV files there")
     table = read_csv(
-        files[0],
-        label_columns=[args.label, *_names(args.label_columns)],
+        first,
+        label_columns=[
+            *([args.label] if getattr(args, "label", None) else []),
+            *_names(args.label_columns),
+        ],
         form=_form(args),
         max_rows=2,
     )
@@ -153,10 +172,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     settings = load_settings(args.env_file)
     logs.configure("warning", settings.log.format)  # the table is the output, not the log
     profile = _eval_profile(args, settings)
-    roles = {s.name: s.role for s in profile.signals}
-    missing = [s for s, r in roles.items() if r == "other"]
-    if missing:
-        _say(f"note: no role for {', '.join(missing)}: fitted as 'other' (give --roles)")
     spec = EvalSpec(
         profile=profile,
         label=args.label,

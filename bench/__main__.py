@@ -45,6 +45,7 @@ BENCHES = {
     "opcua": "bench.bench_opcua",
     "models": "bench.bench_models",
     "learn": "bench.bench_learn",
+    "learning": "bench.bench_learning",
     "rules": "bench.bench_rules",
     "retention": "bench.bench_retention",
     "outbox": "bench.bench_outbox",

@@ -16,6 +16,8 @@ gives.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -35,7 +37,8 @@ from edge_agent.daemon.flow.stats import window_stats
 from edge_agent.models.manifest import Adapt, Manifest, load_manifest
 from edge_agent.models.scorer import Scorer
 from edge_agent.models.settings import ModelSettings
-from edge_agent.rules.engine import Advisor, Recommendation, load_pack
+from edge_agent.rules.engine import Advisor, Recommendation, RulePack, load_pack
+from edge_agent.rules.pack import default_pack_path
 from edge_agent.rules.settings import RuleSettings
 
 LEARNED_PACK = "learned.yaml"
@@ -73,6 +76,41 @@ class LaneConfig(Protocol):
 def learned_pack_path() -> Path:
     """The rule pack shipped for learned models."""
     return Path(str(resources.files("edge_agent.rules") / "packs" / LEARNED_PACK))
+
+
+_PACKS: OrderedDict[tuple[tuple[str, int, int], ...], RulePack] = OrderedDict()
+_PACKS_LOCK = threading.Lock()
+MAX_PACKS = 8  # distinct rule pack sets kept compiled for lanes built later
+
+
+def shared_pack(files: Sequence[Path]) -> RulePack:
+    """The rule packs of `files`, compiled once for every lane that uses the same files.
+
+    Lanes of learned assets all read one pack: parsing it again for each is most of what
+    building a lane costs. Keyed by path, size and modification time, so an edited file is
+    read again; a reload (SIGHUP) reads the files afresh in any case.
+    """
+    paths = tuple(files) or (default_pack_path(),)
+    key = tuple((str(p), *_stamp(p)) for p in paths)
+    with _PACKS_LOCK:
+        found = _PACKS.get(key)
+        if found is not None:
+            _PACKS.move_to_end(key)
+            return found
+    pack = load_pack(paths)
+    with _PACKS_LOCK:
+        _PACKS[key] = pack
+        while len(_PACKS) > MAX_PACKS:
+            _PACKS.popitem(last=False)
+    return pack
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (-1, -1)  # load_pack names the missing file
+    return (st.st_mtime_ns, st.st_size)
 
 
 def default_packs(manifest: Manifest, config: LaneConfig) -> list[Path]:
@@ -267,7 +305,7 @@ def build_lane(
     )
     files = tuple(packs) or tuple(default_packs(manifest, config))
     advisor = advisor_class(
-        load_pack(files),
+        shared_pack(files),
         model_name=manifest.name,
         model_version=manifest.version,
         signals=manifest.signals,

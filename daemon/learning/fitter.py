@@ -1,8 +1,11 @@
 """A fit as a process of its own: `python -m edge_agent.models.learn.worker IN OUT`.
 
 The event loop only starts the process and reads its lines (asyncio subprocess), so a fit
-never stalls ingest; the worker lowers its own priority and caps its own memory before it
-imports anything heavy. Its stdout carries JSON lines (progress, then done or an error); its
+never stalls ingest. The process starts at the lowest priority the system offers for
+background work: SCHED_IDLE and the configured nice value (through `chrt` and `nice` where
+they exist; the worker lowers its own nice value otherwise), so that its interpreter start and
+imports already yield to the agent; the worker caps its own memory before it imports anything
+heavy. Its stdout carries JSON lines (progress, then done or an error); its
 stderr is kept as a bounded tail for the log when it fails without saying why. A fit that
 runs past its time, or is cancelled (relearn, stop), has its process killed.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import sys
 from collections import deque
 from collections.abc import Callable
@@ -69,6 +73,19 @@ async def _tail(stream: asyncio.StreamReader, keep: deque[str]) -> None:
         keep.append(line.decode("utf-8", "replace").rstrip()[:500])
 
 
+def _low_priority(nice: int) -> tuple[list[str], int]:
+    """The low-priority prefix of the command, and the nice value the worker still adds.
+
+    `chrt --idle 0` and `nice -n N`, those of them this system has.
+    """
+    prefix: list[str] = []
+    if (chrt := shutil.which("chrt")) is not None:
+        prefix += [chrt, "--idle", "0"]
+    if nice and (nice_cmd := shutil.which("nice")) is not None:
+        return [*prefix, nice_cmd, "-n", str(nice)], 0
+    return prefix, nice
+
+
 async def run_fit(
     data: Path,
     out_dir: Path,
@@ -76,14 +93,16 @@ async def run_fit(
     progress: Callable[[float, str], None],
 ) -> FitOutcome:
     """Run one worker to its end; never raises for what the fit itself refused."""
+    prefix, own_nice = _low_priority(limits.nice)
     proc = await asyncio.create_subprocess_exec(
+        *prefix,
         sys.executable,
         "-m",
         WORKER,
         str(data),
         str(out_dir),
         "--nice",
-        str(limits.nice),
+        str(own_nice),
         "--max-memory-mb",
         str(limits.memory_mb),
         "--tflite",

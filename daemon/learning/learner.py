@@ -118,6 +118,7 @@ class Learner:
         self._of: dict[str, _Asset] = {}
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.max_fits)
+        self._building = asyncio.Lock()
         self._tasks: asyncio.TaskGroup | None = None
         self.host: LaneHost | None = None
         self.publish: Publish | None = None
@@ -366,9 +367,11 @@ class Learner:
         if outcome.error is not None:
             self._fail(asset, entry, outcome.error)
             return
-        path = await asyncio.to_thread(self.store.install, asset)
-        manifest = await asyncio.to_thread(load_manifest, path)
-        lane = await asyncio.to_thread(self._build, asset, profile, manifest)
+        # One lane built at a time: each is a thread's GIL-bound work beside the event loop.
+        async with self._building:
+            path = await asyncio.to_thread(self.store.install, asset)
+            manifest = await asyncio.to_thread(load_manifest, path)
+            lane = await asyncio.to_thread(self._build, asset, profile, manifest)
         backlog = list(entry.backlog or ())
         if self.host is not None:
             self.host.add_learned(asset, lane, backlog)

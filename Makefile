@@ -7,7 +7,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 PREFIX ?= /opt/edge-agent
 
-.PHONY: demo test lint bench model eval install-deps system-deps clean env-file install
+.PHONY: demo test lint bench model eval install-deps system-deps clean env-file install image image-deps base-image
 
 demo: $(STAMP) system-deps
 	$(BIN)/edge-agent demo
@@ -41,6 +41,47 @@ install:
 	$(PREFIX)/bin/pip install -q --upgrade pip
 	$(PREFIX)/bin/pip install -q .
 	$(PREFIX)/bin/edge-agent install-service
+
+# The container image: Debian's podman builds the Dockerfile over a base given as PYTHON_IMAGE
+# (vfs storage and chroot isolation: no daemon, no overlay, no user namespaces needed). Where no
+# registry is reachable the base is made here: Debian bookworm (Python 3.11) by debootstrap
+# from the mirror apt uses, imported into podman. pip in the build trusts this machine's CA
+# bundle (a build secret; it stays out of the image). tests/test_image.py then inspects it.
+IMAGE         ?= localhost/edge-agent:latest
+BASE_IMAGE    ?= localhost/edge-agent-base:bookworm
+PODMAN        := podman --storage-driver vfs
+PIP_CA        ?= /etc/ssl/certs/ca-certificates.crt
+DEBIAN_MIRROR ?= $(shell sed -n -e 's/^URIs: *//p' -e 's/^deb \(\[[^]]*\] \)*\([^ ]*\) .*/\2/p' \
+	/etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | tr ' ' '\n' | \
+	grep -m1 '/debian/*$$' || echo http://deb.debian.org/debian)
+comma := ,
+
+image: $(STAMP) image-deps
+	@$(PODMAN) image exists $(BASE_IMAGE) || $(MAKE) --no-print-directory base-image
+	$(PODMAN) build --isolation chroot --format docker --build-arg PYTHON_IMAGE=$(BASE_IMAGE) \
+		$(if $(wildcard $(PIP_CA)),--secret id=pip-ca$(comma)src=$(PIP_CA)) -t $(IMAGE) .
+	IMAGE_UNDER_TEST=$(IMAGE) $(BIN)/pytest -p no:cacheprovider tests/test_image.py
+	$(PODMAN) image prune -f >/dev/null  # vfs keeps whole copies: drop the replaced ones
+
+base-image: image-deps
+	@echo "making $(BASE_IMAGE): debootstrap bookworm from $(DEBIAN_MIRROR)"
+	$(SUDO) rm -rf $(CURDIR)/build/base-rootfs
+	mkdir -p $(CURDIR)/build
+	$(SUDO) debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \
+		bookworm $(CURDIR)/build/base-rootfs $(DEBIAN_MIRROR)
+	$(SUDO) tar -C $(CURDIR)/build/base-rootfs -c . | \
+		$(PODMAN) import --change 'CMD ["/bin/bash"]' - $(BASE_IMAGE)
+	$(SUDO) rm -rf $(CURDIR)/build/base-rootfs
+
+# Debian packages `make image` needs: podman, and debootstrap for the base.
+image-deps:
+	@missing=""; \
+	command -v podman >/dev/null || missing="$$missing podman"; \
+	command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing="$$missing debootstrap"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \
+	fi
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run make PYTHON=python3"; exit 1; }

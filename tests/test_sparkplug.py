@@ -7,16 +7,19 @@ at once, and whatever cannot be read asks for a rebirth (once) or goes to the de
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import math
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import pytest
+
 from edge_agent.connectors.settings import MqttSettings, SparkplugSettings
 from edge_agent.connectors.sparkplug import SparkplugSource, open_sparkplug_source
 from edge_agent.connectors.sparkplug_session import Sessions
-from edge_agent.core import metrics
+from edge_agent.core import logs, metrics
 from edge_agent.core.readings import Quality, Reading
 from edge_agent.daemon.flow.frames import FrameBuilder
 from edge_agent.daemon.flow.settings import FrameSettings
@@ -34,6 +37,13 @@ from tests.sparkplug_node import (
     Payload,
     set_value,
 )
+
+
+@pytest.fixture(autouse=True)
+def _logs_to_a_live_stream() -> None:
+    """Log into a stream of this test's own: an earlier test may have closed the one it set."""
+    logs.configure("debug", "json", io.StringIO())
+
 
 WAIT_S = 10.0
 T0 = 1_750_000_000_000  # ms

@@ -6,6 +6,7 @@ real agent over mosquitto with EDGE_UNS set and subscribes to `<enterprise>/#`.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
@@ -14,11 +15,18 @@ import pytest
 
 from edge_agent.connectors.settings import UnsSettings
 from edge_agent.connectors.uns import Namespace, open_namespace
-from edge_agent.core import metrics
+from edge_agent.core import logs, metrics
 from edge_agent.core.readings import Outgoing, Priority, new_id
 from edge_agent.simulator.broker import Broker
 from edge_agent.simulator.plant import FaultSpec, PumpStream
 from tests.agent_proc import AgentProcess, Listener
+
+
+@pytest.fixture(autouse=True)
+def _logs_to_a_live_stream() -> None:
+    """Log into a stream of this test's own: an earlier test may have closed the one it set."""
+    logs.configure("debug", "json", io.StringIO())
+
 
 SETTINGS = UnsSettings(
     enterprise="acme",

@@ -122,14 +122,16 @@ async def _lag(state: Path) -> None:
         await asyncio.sleep(REFERENCE_S)
         _say_lag("readings flowing, no fit", lag.take())
         started = time.monotonic()
-        for a in range(LEARNERS):
-            for k, row in enumerate(_rows(401, a).tolist()):
+        rows = [_rows(401, a).tolist() for a in range(LEARNERS)]
+        for k in range(401):  # a batch per asset and turn of the loop, as a connector's come
+            for a in range(LEARNERS):
                 pipeline.ingest(
                     [
                         Reading(f"learn-{a}", n, START + k, v)
-                        for n, v in zip(NAMES, row, strict=True)
+                        for n, v in zip(NAMES, rows[a][k], strict=True)
                     ]
                 )
+            await asyncio.sleep(0)
         while True:
             counts = learner.health()["counts"]
             assert isinstance(counts, dict)

@@ -257,20 +257,24 @@ class Lane:
         return results
 
     def _step_learned(self, windows: Sequence[Window]) -> list[Recommendation]:
-        """One round: each asset's window against its baseline, then advice in order."""
+        """One round (one window per asset): each against its baseline, then the advice.
+
+        A baseline follows its asset only where no recommendation was open before the window
+        nor is after it, and the window is well under the threshold.
+        """
         baselines, episodes = self.baselines, self.episodes
         assert baselines is not None
         assert episodes is not None
         centre = np.stack([baselines.of(w.asset) for w in windows])
-        recs: list[Recommendation] = []
-        for w, result in zip(windows, self.score(windows, centre), strict=True):
-            was_open = episodes.is_open(w.asset)
-            out = self.advisor.evaluate([result])
-            episodes.update(out)
-            recs += out
-            ratio = result.score / result.threshold
-            if not was_open and not episodes.is_open(w.asset) and ratio < baselines.below:
-                baselines.follow(w.asset, w.values.mean(axis=0))
+        results = self.score(windows, centre)
+        was_open = [episodes.is_open(w.asset) for w in windows]
+        recs = self.advisor.evaluate(results)
+        episodes.update(recs)
+        below = baselines.below
+        for w, result, before in zip(windows, results, was_open, strict=True):
+            if before or episodes.is_open(w.asset) or result.score >= below * result.threshold:
+                continue
+            baselines.follow(w.asset, w.values.mean(axis=0))
         return recs
 
 

@@ -94,7 +94,7 @@ def read_replay(path: Path, spec: EvalSpec) -> Replay:
         rate_hz=spec.profile.rate_hz,
     )
     if spec.label not in table.labels:
-        raise NoLabelError(f"{path}: no label column {spec.label!r}")
+        raise NoLabelError(f"no label column {spec.label!r}")
     # Each file line once, at the first grid point that holds it.
     _, first = np.unique(table.lines, return_index=True)
     first.sort()

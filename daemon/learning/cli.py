@@ -74,7 +74,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from edge_agent.models.learn.fit import FitOptions  # noqa: PLC0415 - needs the `learn` extra
     from edge_agent.models.learn.job import Output, fit_csv  # noqa: PLC0415
 
-    signals = _names(args.signals) or _columns(args, args.csv[0])
+    signals = _names(args.signals) or _columns(args, args.csv)
     result = fit_csv(
         args.csv,
         roles=_roles(args, signals),
@@ -108,7 +108,7 @@ def _eval_profile(args: argparse.Namespace, settings: Settings) -> Profile:
         have = ", ".join(p.name for p in settings.assets.profiles) or "none"
         raise ConfigError(f"--profile {args.profile}: no such profile in the settings ({have})")
     units = _pairs(args.units, "units")
-    signals = _names(args.signals) or _columns(args, _first_csv(args.data))
+    signals = _names(args.signals) or _columns(args, _csv_files(args.data))
     roles = _roles(args, signals)
     return Profile(
         name="eval",
@@ -137,29 +137,28 @@ def _roles(args: argparse.Namespace, signals: list[str]) -> dict[str, str]:
     return {**guessed, **given}
 
 
-def _first_csv(data: Path) -> Path:
+def _csv_files(data: Path) -> list[Path]:
     from edge_agent.daemon.learning.evaluate import csv_files  # noqa: PLC0415
 
     files = csv_files(data)
     if not files:
         raise ConfigError(f"--data {data}: no CSV files there")
-    return files[0]
+    return files
 
 
-def _columns(args: argparse.Namespace, first: Path) -> list[str]:
-    """Every column of the first file but its time and its labels."""
+def _columns(args: argparse.Namespace, files: list[Path]) -> list[str]:
+    """The columns every file has, but the time and the labels, in the first file's order.
+
+    A column only some files hold (a label one file lacks) is no signal of the machine.
+    """
     from edge_agent.models.learn.csvdata import read_csv  # noqa: PLC0415 - numpy
 
-    table = read_csv(
-        first,
-        label_columns=[
-            *([args.label] if getattr(args, "label", None) else []),
-            *_names(args.label_columns),
-        ],
-        form=_form(args),
-        max_rows=2,
-    )
-    return list(table.signals)
+    labels = [*([args.label] if getattr(args, "label", None) else []), *_names(args.label_columns)]
+    shared: list[str] | None = None
+    for path in files:
+        names = read_csv(path, label_columns=labels, form=_form(args), max_rows=2).signals
+        shared = list(names) if shared is None else [c for c in shared if c in names]
+    return shared or []
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

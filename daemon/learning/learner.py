@@ -81,7 +81,6 @@ class _Asset:
     recording: Recording | None = None
     backlog: deque[Reading] | None = None
     task: asyncio.Task[None] | None = None
-    forget: bool = False  # remove the model and recording on disk (a relearn)
     changed: bool = True  # publish at once
     moved: bool = False  # progress to publish when due
     published: float = -math.inf
@@ -119,6 +118,7 @@ class Learner:
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.max_fits)
         self._building = asyncio.Lock()
+        self._forget: set[str] = set()  # relearned assets whose files are still to go
         self._tasks: asyncio.TaskGroup | None = None
         self.host: LaneHost | None = None
         self.publish: Publish | None = None
@@ -171,9 +171,8 @@ class Learner:
         if self.host is not None:
             self.host.drop_learned(asset)
         self._of.pop(asset, None)
-        fresh = self._begin(asset, profile)
-        if fresh is not None:
-            fresh.forget = True
+        self._forget.add(asset)  # on disk too, or a restart would load the old model
+        self._begin(asset, profile)
         log.info(
             "relearn", asset=asset, profile=profile.name, learn_period_s=profile.learn_period_s
         )
@@ -303,10 +302,9 @@ class Learner:
                         entry.task.cancel()
 
     async def _step(self, tg: asyncio.TaskGroup) -> None:
+        while self._forget:
+            await asyncio.to_thread(self.store.forget, self._forget.pop())
         for asset, entry in list(self._of.items()):
-            if entry.forget:
-                entry.forget = False
-                await asyncio.to_thread(self.store.forget, asset)
             if entry.state.stage == "queued" and entry.task is None:
                 entry.task = tg.create_task(self._fit(asset, entry), name=f"fit-{asset}")
         await self.flush()

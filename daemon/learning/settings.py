@@ -17,10 +17,10 @@ class LearningSettings(Section):
         "x rate_hz needs more is refused at start).",
     )
     max_learning: int = Field(
-        100,
+        50,
         ge=1,
-        description="Assets learning at once; readings of further ones are dropped (counted) "
-        "until one finishes.",
+        description="Assets learning at once, each holding up to max_rows x its signals x 4 "
+        "bytes; readings of further ones are dropped (counted) until one finishes.",
     )
     max_fits: int = Field(
         1, ge=1, description="Fits running at once (each a worker process); the others wait."

@@ -9,6 +9,7 @@ retained state topic (learner.py, state.py), how the app connects them (wiring.p
 evaluation that replays CSV files through the agent's own lanes (evaluate.py, scoring.py).
 
 May import: core, connectors, models (the worker only as a process, except in cli.py and
-evaluate.py, which fit in-process), rules, and daemon.flow (frames and lanes). Never the
-app; the app wires the learner to the pipeline and the uplink.
+evaluate.py, which fit in-process), rules, and daemon.flow (frames and lanes). The app wires
+the learner to the pipeline and the uplink; only cli.py reads the app (the topic prefix a
+relearn command goes to, as the agent computes it).
 """

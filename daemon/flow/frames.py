@@ -164,7 +164,8 @@ class FrameBuilder:
 
     def _new_frame(self, asset: str, ts: float, now: float) -> _AssetFrame | None:
         if len(self._assets) >= self.settings.max_assets:
-            self._sweep(now)
+            if now >= self._next_sweep:  # not on every reading of a flood: a scan is O(assets)
+                self._sweep(now)
             if len(self._assets) >= self.settings.max_assets:
                 self._dropped["too_many_assets"].inc()
                 if (held := self._limited.allow("too_many_assets")) is not None:

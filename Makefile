@@ -7,7 +7,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 PREFIX ?= /opt/edge-agent
 
-.PHONY: demo test lint bench model eval install-deps system-deps clean env-file install image image-deps base-image
+.PHONY: demo test lint bench soak model eval install-deps system-deps clean env-file install image image-deps base-image
 
 demo: $(STAMP) system-deps
 	$(BIN)/edge-agent demo
@@ -23,6 +23,10 @@ lint: $(STAMP)
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench
+
+# 30 minutes of hostile load, outages and SIGKILLs (not in `make test`); SOAK_MINUTES=6 for a short proof.
+soak: $(STAMP) system-deps
+	$(BIN)/python -m bench.soak
 
 model: $(STAMP)
 	$(BIN)/python -m edge_agent.models.training.train

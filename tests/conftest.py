@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 import uuid
 from typing import TYPE_CHECKING
 
 import pytest
+import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.daemon.bundles.bundle import TrustedKeys
@@ -15,6 +18,23 @@ from tests.bundle_kit import write_keys
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
+
+
+@pytest.fixture(autouse=True)
+def _logging_outlives_the_test() -> Iterator[None]:
+    """Undo a test's logging set-up once it ends.
+
+    A test that configures logging binds structlog and the root handler to the stream it
+    had (pytest's capture of stderr, a StringIO); that stream is closed after the test, and
+    every later log line would raise "I/O operation on closed file" in whatever callback
+    logs it. Afterwards logs go to the real stderr of the process.
+    """
+    yield
+    if structlog.is_configured():
+        from edge_agent.core import logs  # noqa: PLC0415 - only when a test configured it
+
+        logs.configure("info", "json", stream=sys.__stderr__)
+        logging.getLogger().setLevel(logging.WARNING)
 
 
 @pytest.fixture

@@ -91,6 +91,7 @@ async def test_health_is_json_and_503_until_ready() -> None:
         "outbox_store": "memory (disk full)",
         "backend": "onnx:CPUExecutionProvider",
         "degraded": False,
+        "learning": None,  # no asset of a learn profile: nothing learning, nothing learned
     }
 
 

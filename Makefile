@@ -43,7 +43,7 @@ install-deps: $(STAMP) system-deps
 install:
 	$(PYTHON) -m venv $(PREFIX)
 	$(PREFIX)/bin/pip install -q --upgrade pip
-	$(PREFIX)/bin/pip install -q .
+	$(PREFIX)/bin/pip install -q '.[learn]'
 	$(PREFIX)/bin/edge-agent install-service
 
 # The container image: Debian's podman builds the Dockerfile over a base given as PYTHON_IMAGE

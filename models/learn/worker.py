@@ -144,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         emit(error=f"out of memory: the fit needs more than --max-memory-mb={args.max_memory_mb}")
         return EXIT_FAILED
+    except ImportError as exc:  # the gateway was installed without what the fit needs
+        emit(error=f"cannot fit: {exc}; install the learn extra: pip install 'edge-agent[learn]'")
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -99,3 +99,14 @@ class MqttSink:
         """Return once the broker acked the message (QoS 1) or it was written (QoS 0)."""
         await self._client.publish(msg)
         metrics.PUBLISHED.inc()
+
+    def submit(self, msg: Outgoing) -> asyncio.Future[None]:
+        """`publish` as a future (no task per message while connected)."""
+        fut = self._client.submit(msg)
+        fut.add_done_callback(_count_published)
+        return fut
+
+
+def _count_published(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled() and fut.exception() is None:
+        metrics.PUBLISHED.inc()

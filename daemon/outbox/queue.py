@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 import structlog
 
 from edge_agent.core import metrics
-from edge_agent.core.errors import ConnectorError
 from edge_agent.core.logs import RateLimited
 from edge_agent.core.readings import Outgoing, Priority
 from edge_agent.daemon.outbox.aside import Aside, AsideLog, Undeliverable, check
 from edge_agent.daemon.outbox.settings import OutboxSettings
 from edge_agent.daemon.outbox.store import StorageError, Store
+from edge_agent.daemon.outbox.window import Window, deliver_window, undeliverable
 
 if TYPE_CHECKING:
     from edge_agent.core.ports import Sink
@@ -143,29 +143,17 @@ async def publish_batch(
 ) -> tuple[list[Outgoing], list[tuple[Outgoing, Undeliverable]]]:
     """Publish a batch concurrently (paho keeps their order).
 
-    Returns the messages acknowledged, and those that can never be delivered with why: the
-    broker refused them (MQTT 5 reason >= 0x80; also counted as refused), or publishing
-    raised something other than a ConnectorError (which is about the link, not the message:
-    those are left for the next try).
+    Returns the messages acknowledged, and those that can never be delivered with why
+    (`window.undeliverable`); those that failed for the link are left for the next try.
     """
-    from edge_agent.connectors.mqtt import PublishRefusedError  # noqa: PLC0415 - no import cycle
-
     results = await asyncio.gather(*(sink.publish(m) for m in batch), return_exceptions=True)
     done: list[Outgoing] = []
     bad: list[tuple[Outgoing, Undeliverable]] = []
     for msg, result in zip(batch, results, strict=True):
         if result is None:
             done.append(msg)
-        elif isinstance(result, PublishRefusedError):
-            metrics.OUTBOX_REFUSED.labels(msg.priority.name.lower()).inc()
-            bad.append((msg, Undeliverable("refused", str(result))))
-        elif isinstance(result, ConnectorError):
-            log.warning("outbox_publish_failed", topic=msg.topic[:200], error=str(result))
-        elif isinstance(result, Exception):
-            detail = f"{type(result).__name__}: {result}"
-            bad.append((msg, Undeliverable("publish_error", detail)))
-        else:
-            raise result
+        elif (why := undeliverable(msg, result)) is not None:
+            bad.append((msg, why))
     return done, bad
 
 
@@ -189,6 +177,7 @@ class SqliteOutbox:
         self._degraded: str | None = None
         self._next_recovery = 0.0
         self._inflight: frozenset[int] = frozenset()
+        self._window: Window | None = None  # the delivery window, while one runs
         self._acked_undeleted: set[int] = set()  # published, delete failed: never re-send
         self._aside = AsideLog()
         try:
@@ -211,6 +200,18 @@ class SqliteOutbox:
     def _gauges(self) -> None:
         metrics.OUTBOX_DEPTH.set(self.depth())
         metrics.OUTBOX_DEGRADED.set(0 if self._degraded is None else 1)
+
+    def _insert(
+        self, msgs: list[Outgoing], pinned: frozenset[int]
+    ) -> tuple[list[Outgoing], range | None]:
+        """On the worker thread: store, and say which seqs the rows took (None: unknown)."""
+        dropped = self._store.insert(msgs, pinned)
+        return dropped, self._store.inserted
+
+    def _pinned(self) -> frozenset[int]:
+        """Rows being published (or about to be): never dropped to make room."""
+        window = self._window
+        return self._inflight if window is None else frozenset(window.held)
 
     def _degrade(self, exc: StorageError) -> None:
         metrics.OUTBOX_ERRORS.labels(exc.kind).inc()
@@ -241,7 +242,7 @@ class SqliteOutbox:
         try:
             if not self._store.is_open:
                 await self._call(self._store.open)
-            dropped = await self._call(self._store.insert, pending, self._inflight)
+            dropped = await self._call(self._store.insert, pending, self._pinned())
             if self._acked_undeleted:
                 await self._call(self._store.delete, sorted(self._acked_undeleted))
                 self._acked_undeleted.clear()
@@ -271,13 +272,16 @@ class SqliteOutbox:
                 return
         if self._degraded is None:
             try:
-                dropped = await self._call(self._store.insert, list(msgs), self._inflight)
+                dropped, seqs = await self._call(self._insert, list(msgs), self._pinned())
             except StorageError as exc:
                 self._degrade(exc)
             else:
                 self._dropped(dropped)
                 self._gauges()
-                self._ready.set()
+                window = self._window
+                rows = list(zip(seqs, msgs, strict=True)) if seqs is not None else []
+                if window is None or not rows or not window.offer(rows):
+                    self._ready.set()
                 return
         self._mem.push(msgs)
         self._gauges()
@@ -322,11 +326,22 @@ class SqliteOutbox:
         return [(None, m) for m in self._mem.head(n)]
 
     async def deliver(self, sink: Sink) -> None:
-        """Publish in replay order until cancelled; delete each only after its ack."""
+        """Publish in replay order until cancelled; delete each only after its ack.
+
+        While the file is healthy, with a window of messages in flight (window.py); while
+        it is not, a page at a time from memory.
+        """
         delay = _RETRY_MIN_S
         max_bytes = self._settings.max_bytes
         while True:
             await self._recover()
+            if self._degraded is None and self._store.is_open:
+                if await deliver_window(_WindowBox(self), sink):
+                    await asyncio.sleep(delay)  # the link closed under a publish
+                    delay = min(delay * 2, _RETRY_MAX_S)
+                else:
+                    delay = _RETRY_MIN_S
+                continue
             self._ready.clear()  # before reading: a put() during the read sets it again
             items = await self._next(sink.window)
             if not items:
@@ -372,6 +387,48 @@ class SqliteOutbox:
             log.error("outbox_lost_on_close", messages=len(self._mem), reason=self._degraded)
         await self._call(self._store.close)
         self._exec.shutdown(wait=True)
+
+
+class _WindowBox:
+    """The outbox as the delivery window sees it (window.Box)."""
+
+    def __init__(self, box: SqliteOutbox) -> None:
+        self._box = box
+
+    @property
+    def ready(self) -> asyncio.Event:
+        return self._box._ready  # noqa: SLF001 - the outbox's own helper
+
+    @property
+    def max_bytes(self) -> int:
+        return self._box._settings.max_bytes  # noqa: SLF001
+
+    def healthy(self) -> bool:
+        return self._box._degraded is None and self._box._store.is_open  # noqa: SLF001
+
+    def attach(self, window: Window | None) -> None:
+        self._box._window = window  # noqa: SLF001
+
+    async def read_rows(self, n: int, after: dict[int, int]) -> list[tuple[int, Outgoing]] | None:
+        box = self._box
+        skip = frozenset(box._acked_undeleted)  # noqa: SLF001
+        try:
+            return await box._call(box._store.page, n, skip, after)  # noqa: SLF001
+        except StorageError as exc:
+            box._degrade(exc)  # noqa: SLF001
+            return None
+
+    async def delete_rows(self, seqs: list[int]) -> None:
+        box = self._box
+        try:
+            await box._call(box._store.delete, seqs)  # noqa: SLF001
+        except StorageError as exc:
+            box._acked_undeleted.update(seqs)  # noqa: SLF001 - never re-sent
+            box._degrade(exc)  # noqa: SLF001
+        box._gauges()  # noqa: SLF001
+
+    async def set_aside(self, items: Sequence[tuple[int | None, Outgoing, Undeliverable]]) -> None:
+        await self._box._move_aside(items)  # noqa: SLF001
 
 
 def open_outbox(settings: OutboxSettings, state_dir: Path) -> Outbox:

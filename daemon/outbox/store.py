@@ -22,7 +22,7 @@ import errno
 import math
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -139,6 +139,7 @@ class Store:
         self._db: sqlite3.Connection | None = None
         self.count = 0
         self.aside = 0  # rows in `aside`
+        self.inserted: range | None = None  # seqs of the last insert(); None if it made room
 
     @property
     def is_open(self) -> bool:
@@ -230,9 +231,11 @@ class Store:
     def insert(self, msgs: Sequence[Outgoing], pinned: frozenset[int]) -> list[Outgoing]:
         """Store messages in one transaction; return those dropped to make room."""
         db = self._conn()
+        self.inserted = None
         try:
             db.execute("BEGIN IMMEDIATE")
             db.executemany(_INSERT, [_row(m) for m in msgs])
+            last = db.execute("SELECT last_insert_rowid()").fetchone()[0]
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback(db)
@@ -240,6 +243,8 @@ class Store:
             if kind != "full" or not self._at_cap(msgs):
                 raise StorageError(kind, str(exc)) from exc
             return self._insert_making_room(db, msgs, pinned)
+        # One transaction, one writer: each row took the next seq after the largest.
+        self.inserted = range(last - len(msgs) + 1, last + 1)
         self.count += len(msgs)
         return []
 
@@ -321,8 +326,15 @@ class Store:
             raise StorageError(_kind(exc), str(exc)) from exc
         self.count = max(0, self.count - deleted)
 
-    def page(self, n: int, skip: Iterable[int]) -> list[tuple[int, Outgoing]]:
-        """The next `n` stored messages in replay order: class (highest first), then seq."""
+    def page(
+        self, n: int, skip: Iterable[int], after: Mapping[int, int] | None = None
+    ) -> list[tuple[int, Outgoing]]:
+        """The next `n` stored messages in replay order: class (highest first), then seq.
+
+        `after` (class -> seq) starts each class past that row: the delivery window reads
+        ahead this way, and each read costs only the rows it returns.
+        """
+        after = after or {}
         db = self._conn()
         skipped = set(skip)
         out: list[tuple[int, Outgoing]] = []
@@ -330,8 +342,8 @@ class Store:
             for p in _CLASSES_DESC:
                 rows = db.execute(
                     "SELECT seq, topic, payload, msg_id, key, qos, retain FROM msg "
-                    "WHERE priority = ? ORDER BY seq LIMIT ?",
-                    (int(p), n - len(out) + len(skipped)),
+                    "WHERE priority = ? AND seq > ? ORDER BY seq LIMIT ?",
+                    (int(p), after.get(int(p), 0), n - len(out) + len(skipped)),
                 ).fetchall()
                 for seq, topic, payload, mid, key, qos, retain in rows:
                     if seq in skipped:

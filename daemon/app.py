@@ -199,6 +199,7 @@ class Agent:
 
     def _keep_state(self) -> None:
         """Every lane's advisor keeps its rule state on disk; retention keeps what is read."""
+        self.pipeline.rule_store = self.rule_store
         lanes = self.pipeline.router.lanes()
         for lane in lanes:
             lane.advisor.keep_state(self.rule_store)

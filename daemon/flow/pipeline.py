@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from edge_agent.daemon.outbox.queue import Outbox
     from edge_agent.models.scorer import Scorer
     from edge_agent.rules.engine import Advisor, Recommendation
+    from edge_agent.rules.state import RuleStore
 
 log = structlog.get_logger(__name__)
 
@@ -87,6 +88,9 @@ class Pipeline:
         self._review = review_topic
         self._wake = asyncio.Event()
         self._dirty: set[Lane] = set()  # lanes that took readings since the last step
+        # Where every lane's advisor keeps its rule state (set by the app); a lane added
+        # later (an asset's learned model) keeps its state there too.
+        self.rule_store: RuleStore | None = None
         self._replies: list[Outgoing] = []
         self._reply_log = RateLimited(10.0)
         self._reply_wake = asyncio.Event()
@@ -146,6 +150,8 @@ class Pipeline:
         transformed and kept by retention): they go to the lane's frames first.
         """
         self.router.add_learned(asset, lane)
+        if self.rule_store is not None:
+            lane.advisor.keep_state(self.rule_store)
         if backlog:
             lane.frames.ingest(backlog)
             self._dirty.add(lane)

@@ -6,7 +6,7 @@ a burst. A publisher process sends them paced at a fixed number of readings per 
 (five readings per message, one message per pump and second of event time, so event time
 runs faster than the wall clock) and notes when it sent each message. The real agent runs
 in its own process and notes when the broker's PUBACK of each recommendation arrived (its
-MqttClient.publish returns). A recommendation names its window's grid time `window_ts`; the
+publish completes). A recommendation names its window's grid time `window_ts`; the
 reading that completed that window is the pump's first one after it (frames.py), so
 
     latency = PUBACK of the recommendation - send time of the pump's reading at window_ts + 1.
@@ -118,16 +118,26 @@ def agent(port: int, expected_readings: int) -> None:
     )
     logs.configure("warning", "json")
     acks: list[tuple[str, float, float]] = []
-    publish = MqttClient.publish
+    publish, submit = MqttClient.publish, MqttClient.submit
 
-    async def timed(self: MqttClient, msg: Outgoing) -> None:
-        await publish(self, msg)  # returns once the broker's PUBACK is in
+    def acked(msg: Outgoing) -> None:
         if "/recommendations/" in msg.topic or "/needs_review/" in msg.topic:
             ts = json.loads(msg.payload).get("window_ts")
             if isinstance(ts, int | float):
                 acks.append((msg.key, float(ts), time.monotonic()))
 
-    MqttClient.publish = timed  # type: ignore[method-assign]
+    async def timed_publish(self: MqttClient, msg: Outgoing) -> None:
+        await publish(self, msg)  # returns once the broker's PUBACK is in
+        acked(msg)
+
+    def timed_submit(self: MqttClient, msg: Outgoing) -> asyncio.Future[None]:
+        fut = submit(self, msg)  # completes as the broker's PUBACK is read
+        fut.add_done_callback(lambda f: None if f.cancelled() or f.exception() else acked(msg))
+        return fut
+
+    # Both ways the outbox may publish (the window submits; the degraded path publishes).
+    MqttClient.publish = timed_publish  # type: ignore[method-assign]
+    MqttClient.submit = timed_submit  # type: ignore[method-assign]
     readings = metrics.READINGS_IN.labels("mqtt")
 
     async def main() -> None:

@@ -262,9 +262,11 @@ class Window:
         """Fill the window from the queue, highest class first, once half of it is free.
 
         Refilling by halves sends and acknowledges in bursts (one read of the socket, one
-        turn of the loop for many acks) instead of one message per turn.
+        turn of the loop for many acks) instead of one message per turn. A message above
+        the lowest class (a recommendation, say) does not wait for half: it takes the first
+        free slot, since its latency is what is measured.
         """
-        if len(self.flying) > self.size // 2:
+        if len(self.flying) > self.size // 2 and not self._urgent():
             return
         while len(self.flying) < self.size and self.n_queued:
             for p in _CLASSES:
@@ -276,6 +278,10 @@ class Window:
             fut = self._submit(row[1])
             fut.add_done_callback(self._finish)
             self.flying[fut] = row
+
+    def _urgent(self) -> bool:
+        """Whether a message above the lowest class waits: it goes out at once, not by halves."""
+        return any(self.queued[p] for p in _CLASSES[:-1])
 
     def _delete_acked(self) -> None:
         """Delete the acked rows in one transaction, when enough are in or they waited enough.

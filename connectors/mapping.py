@@ -48,7 +48,7 @@ _ASSET, _SIGNAL = "{asset}", "{signal}"
 _TOPIC_CACHE_MAX = 4096
 _SHOWN = 200  # characters of a topic or name shown in a rejection
 _GOOD = Quality.GOOD
-_new_reading = Reading._make  # skips NamedTuple's keyword handling on the hot path
+_tuple_new = tuple.__new__  # Reading(...) without NamedTuple's keyword handling or _make's call
 
 
 class Rejected(Exception):  # noqa: N818 - it is a verdict on a message, not a failure of ours
@@ -221,7 +221,7 @@ class PayloadMapper:
             return
         if type(value) is not float and type(value) is not int:
             raise Rejected("bad_type", f"{self._value!r} is {type(value).__name__}")
-        out.append(_new_reading((asset, signal, ts, float(value), _GOOD)))
+        out.append(_tuple_new(Reading, (asset, signal, ts, float(value), _GOOD)))
 
     def _fields(self, asset: str, ts: float, item: dict[str, object], out: list[Reading]) -> None:
         if self._signals:
@@ -231,16 +231,24 @@ class PayloadMapper:
                     continue
                 if type(value) is not float and type(value) is not int:
                     raise Rejected("bad_type", f"{field!r} is {type(value).__name__}")
-                out.append(_new_reading((asset, name, ts, float(value), _GOOD)))
+                out.append(_tuple_new(Reading, (asset, name, ts, float(value), _GOOD)))
             return
         tsf = self._ts
         long_name = self._max_name // 4  # fewer characters than this always fit
+        append = out.append
         for field, value in item.items():
             # bool is an int subclass: `type(...) is` keeps true/false out of the numbers.
-            if (type(value) is float or type(value) is int) and field != tsf:
-                if len(field) > long_name:
-                    self._check_name(field, "field")
-                out.append(_new_reading((asset, field, ts, float(value), _GOOD)))
+            if type(value) is float:
+                number = value
+            elif type(value) is int:
+                number = float(value)
+            else:
+                continue
+            if field == tsf:
+                continue
+            if len(field) > long_name:
+                self._check_name(field, "field")
+            append(_tuple_new(Reading, (asset, field, ts, number, _GOOD)))
 
 
 def _classify_bad_json(payload: bytes, exc: msgspec.DecodeError) -> Rejected:

@@ -142,6 +142,7 @@ class Window:
         self.caught_up = False  # every stored row is known here
         self.reading = False
         self.missed = False  # an offer was refused while a read ran: it may not hold it
+        self.stored: list[Row] = []  # offered while a read ran
         self.link_failed = False
         self.read: asyncio.Task[bool] | None = None
         submit = sink.submit if isinstance(sink, Submits) else None
@@ -152,6 +153,9 @@ class Window:
     # -- put() hands stored rows over here, saving a read --------------------------------
     def offer(self, rows: Sequence[Row]) -> bool:
         """Take rows just stored; False if they must be read from the file instead."""
+        if self.reading and self.n_queued + len(self.stored) + len(rows) <= self.cap:
+            self.stored.extend(rows)  # taken when the read ends, if it leaves us caught up
+            return True
         if not self.caught_up or self.reading or self.n_queued + len(rows) > self.cap:
             self.caught_up = False
             self.missed = self.missed or self.reading
@@ -163,6 +167,8 @@ class Window:
                 after[int(msg.priority)] = min(after[int(msg.priority)], seq - 1)
                 return False
         self._queue(rows)
+        if not self.link_failed:
+            self._launch()  # at once: waking the window's task for it costs a turn of the loop
         self.wake.set()
         return True
 
@@ -241,8 +247,9 @@ class Window:
             self.reading = False
         if rows is None:
             return False
-        # Caught up if the file had no more rows, and no put() stored rows during the read
-        # that it may have missed (their seqs may be past the cursor it leaves).
+        # Caught up if the file had no more rows, and every put() that stored rows during the
+        # read offered them here (they come after what it read); otherwise read again.
+        stored, self.stored = self.stored, []
         self.caught_up = len(rows) < room and not self.missed
         fit: list[Row] = []
         unfit: list[tuple[int | None, Outgoing, Undeliverable]] = []
@@ -254,19 +261,23 @@ class Window:
                 unfit.append((seq, msg, why))
                 self.after[int(msg.priority)] = max(self.after[int(msg.priority)], seq)
         self._queue(fit)
+        if self.caught_up:
+            self._queue(stored)
         if unfit:
             await self.box.set_aside(unfit)
         return True
 
     def _launch(self) -> None:
-        """Fill the window from the queue, highest class first, once half of it is free.
+        """Fill the window from the queue, highest class first, in bursts.
 
-        Refilling by halves sends and acknowledges in bursts (one read of the socket, one
-        turn of the loop for many acks) instead of one message per turn. A message above
-        the lowest class (a recommendation, say) does not wait for half: it takes the first
-        free slot, since its latency is what is measured.
+        With nothing in flight, at once. Otherwise once half the window is free and half a
+        window waits: many acks are then read in one turn of the loop and many publishes
+        written in one, instead of one message per turn (which costs more than the message
+        when they trickle in one put() at a time). A message waits for at most the acks of
+        those in flight (one round trip to the broker).
         """
-        if len(self.flying) > self.size // 2 and not self._urgent():
+        half = self.size // 2
+        if self.flying and (self.n_queued < half or len(self.flying) > half):
             return
         while len(self.flying) < self.size and self.n_queued:
             for p in _CLASSES:
@@ -278,10 +289,6 @@ class Window:
             fut = self._submit(row[1])
             fut.add_done_callback(self._finish)
             self.flying[fut] = row
-
-    def _urgent(self) -> bool:
-        """Whether a message above the lowest class waits: it goes out at once, not by halves."""
-        return any(self.queued[p] for p in _CLASSES[:-1])
 
     def _delete_acked(self) -> None:
         """Delete the acked rows in one transaction, when enough are in or they waited enough.

@@ -20,7 +20,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Protocol
 
@@ -40,8 +39,6 @@ from edge_agent.models.settings import ModelSettings
 from edge_agent.rules.engine import Advisor, Recommendation, RulePack, load_pack
 from edge_agent.rules.pack import default_pack_path
 from edge_agent.rules.settings import RuleSettings
-
-LEARNED_PACK = "learned.yaml"
 
 
 class LaneConfig(Protocol):
@@ -71,11 +68,6 @@ class LaneConfig(Protocol):
     def gate(self) -> GateSettings:
         """The gate."""
         ...
-
-
-def learned_pack_path() -> Path:
-    """The rule pack shipped for learned models."""
-    return Path(str(resources.files("edge_agent.rules") / "packs" / LEARNED_PACK))
 
 
 _PACKS: OrderedDict[tuple[tuple[str, int, int], ...], RulePack] = OrderedDict()
@@ -116,7 +108,7 @@ def _stamp(path: Path) -> tuple[int, int]:
 def default_packs(manifest: Manifest, config: LaneConfig) -> list[Path]:
     """The rule packs of a model whose profile names none: by the model's kind."""
     if manifest.kind == "learned":
-        return [learned_pack_path()]
+        return [default_pack_path("learned")]
     return list(config.rules.packs)
 
 

@@ -245,13 +245,13 @@ def _cmd_relearn(args: argparse.Namespace) -> int:
 def _bundle(manifest: Path, packs: list[Path], out: Path, version: int | None) -> None:
     """`edge-agent bundle build` of a model and its rule packs (default: the learned pack)."""
     from edge_agent.daemon.bundles import cli as bundle_cli  # noqa: PLC0415
-    from edge_agent.daemon.flow.lanes import learned_pack_path  # noqa: PLC0415
+    from edge_agent.rules.pack import default_pack_path  # noqa: PLC0415
 
     if version is None:
         raise ConfigError("--version: a bundle needs a version above any shipped before")
     parser = argparse.ArgumentParser(prog="edge-agent")
     bundle_cli.register(parser.add_subparsers(dest="command"))
-    rules = [str(p) for p in packs or [learned_pack_path()]]
+    rules = [str(p) for p in packs or [default_pack_path("learned")]]
     argv = ["bundle", "build", "--model", str(manifest), "--rules", *rules]
     argv += ["--version", str(version), "--out", str(out)]
     args = parser.parse_args(argv)

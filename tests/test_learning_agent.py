@@ -66,7 +66,14 @@ def test_learned_model_survives_a_restart_and_a_relearn_command_starts_over(
             assert first.stop() == 0, first.log_text()
         finally:
             first.kill()
+        # The state goes out through the outbox: give its last message time to arrive.
+        deadline = time.monotonic() + 10
         got += listener.drain()
+        while time.monotonic() < deadline and [s["state"] for s in _states(got)][-1:] != [
+            "scoring"
+        ]:
+            time.sleep(0.1)
+            got += listener.drain()
         assert [s["state"] for s in _states(got)][-1] == "scoring"
 
         second = AgentProcess(broker, tmp_path / "state", ENV)

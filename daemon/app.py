@@ -420,6 +420,7 @@ async def run_agent(
             metrics.OUTBOX_ERRORS.labels("close").inc()
             log.exception("outbox close failed; unacknowledged messages stay in its file")
         agent.retention.close()
+        agent.rule_store.close()
         notifier.close()
         for sig in handled:
             loop.remove_signal_handler(sig)

@@ -66,7 +66,11 @@ class AgentSettings(Section):
         description="Where readings come from (JSON list): mqtt, opcua, sparkplug (any of them).",
     )
     shutdown_timeout_s: float = Field(
-        10.0, gt=0, description="Seconds a clean stop may take before work in flight is abandoned."
+        5.0,
+        gt=0,
+        description="Seconds a clean stop may wait for the outbox to drain to a connected uplink "
+        "(what is not delivered stays in the outbox file); the whole stop is bounded by this "
+        "plus 4 s.",
     )
 
 

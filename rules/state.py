@@ -6,14 +6,20 @@ whenever a window produced a recommendation (`save`) and asks for an asset's sav
 when it first sees the asset (`restore`); the debounce histories are not kept (they refill
 within a few windows).
 
-One JSON file, `rules-state.json` in the state directory, written to a temporary name and
-renamed, so a crash leaves the old or the new file, never half of one. An asset's entry
-holds what is open or cooling down: per rule the open recommendation's id, since, severity,
-due time and the raising window's values (`at_raise`, which clear conditions read), and
-the cooldown's end; the review's open flag and cooldown. At most `max_assets` entries, the
-least recently saved go first (each drop counted). A file that cannot be read or written
-(read-only or full disk) is logged and counted (`edge_rule_state_errors_total`) and the
-advisor runs on from memory: never a failure of the agent.
+An SQLite file, `rules-state.sqlite` in the state directory, one row an asset; a save
+writes only the assets the window changed, in one transaction (WAL, synchronous=NORMAL,
+as the outbox: it survives a crash of the agent once `save` returns). It is written on
+the event loop before the recommendation goes to the outbox, so an incident is never
+published without its state; a save costs a fraction of a millisecond (measured: the JSON
+file of every asset this replaced cost 18 ms a window at 100 assets, most of the advice
+latency in `python -m bench latency`). An asset's entry holds what is open or cooling
+down: per rule the open recommendation's id, since, severity, due time and the raising
+window's values (`at_raise`, which clear conditions read), and the cooldown's end; the
+review's open flag and cooldown. At most `max_assets` rows, the least recently saved go
+first (each drop counted). A file that cannot be read or written (read-only or full disk)
+is logged and counted (`edge_rule_state_errors_total`) and the advisor runs on from
+memory: never a failure of the agent. A file that is not a database is renamed aside
+(`.damaged`) and a new one started.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sqlite3
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -37,42 +44,79 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-FILE_NAME: Final = "rules-state.json"
-VERSION: Final = 1
+FILE_NAME: Final = "rules-state.sqlite"
+_SCHEMA: Final = (
+    "CREATE TABLE IF NOT EXISTS asset_state "
+    "(asset TEXT PRIMARY KEY, seq INTEGER NOT NULL, entry TEXT NOT NULL)"
+)
 
 
 class RuleStore:
-    """The advisor's state of every asset, in one file under the state directory."""
+    """The advisor's state of every asset, one row an asset under the state directory."""
 
     def __init__(self, state_dir: Path, max_assets: int = 1000) -> None:
         self.path = state_dir / FILE_NAME
         self._max = max_assets
         self._limited = RateLimited(60.0)
         self._entries: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._db: sqlite3.Connection | None = None
+        self._seq = 0
+        self._unsaved: set[str] = set()  # assets whose last write failed: retried with the next
         self._load()
 
     def __len__(self) -> int:
         return len(self._entries)
 
+    def _open(self) -> sqlite3.Connection:
+        if self._db is None:
+            # Autocommit mode: `save` opens its own transaction (BEGIN ... COMMIT).
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute(_SCHEMA)
+            except sqlite3.Error:
+                db.close()
+                raise
+            self._db = db
+        return self._db
+
     def _load(self) -> None:
+        if not self.path.exists():
+            return  # created by the first save: a read-only directory fails there, counted
         try:
-            text = self.path.read_text("utf-8")
-        except FileNotFoundError:
-            return
-        except (OSError, UnicodeDecodeError) as exc:
+            rows = (
+                self._open()
+                .execute("SELECT asset, seq, entry FROM asset_state ORDER BY seq")
+                .fetchall()
+            )
+        except sqlite3.DatabaseError as exc:
             self._failed("read", exc)
+            self._close()
+            if not isinstance(exc, sqlite3.OperationalError):  # not a database, malformed
+                with contextlib.suppress(OSError):
+                    self.path.replace(self.path.with_name(FILE_NAME + ".damaged"))
             return
-        try:
-            doc = json.loads(text)
-            if doc.get("version") != VERSION or not isinstance(doc.get("assets"), dict):
-                raise ValueError(f"not a version {VERSION} rule state file")  # noqa: TRY301
-        except (ValueError, AttributeError) as exc:
-            self._failed("read", exc)
-            return
-        for asset, entry in doc["assets"].items():
+        for asset, seq, text in rows:
+            try:
+                entry = json.loads(text)
+            except ValueError as exc:
+                self._failed("read", exc)
+                continue
             if isinstance(entry, dict):
-                self._entries[asset] = entry
+                self._entries[str(asset)] = entry
+            self._seq = max(self._seq, int(seq))
         log.info("rule state restored", file=str(self.path), assets=len(self._entries))
+
+    def _close(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+
+    def close(self) -> None:
+        """Close the file (at the agent's stop); a later save opens it again."""
+        self._close()
 
     def restore(self, asset: str, state: _AssetState) -> None:
         """Fill a fresh asset state with what was saved for it (rules not in the pack: dropped)."""
@@ -103,29 +147,53 @@ class RuleStore:
             self._failed("read", exc)
 
     def save(self, states: Mapping[str, _AssetState], assets: Iterable[str]) -> None:
-        """Record the state of `assets` (those a window just changed), then write the file."""
-        for asset in dict.fromkeys(assets):
-            state = states.get(asset)
-            entry = None if state is None else _entry(state)
-            self._entries.pop(asset, None)
-            if entry is not None:
-                self._entries[asset] = entry
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
-            metrics.RULE_STATE_ERRORS.labels("dropped").inc()
-        self._write()
-
-    def _write(self) -> None:
-        doc = {"version": VERSION, "assets": self._entries}
-        tmp = self.path.with_name(f".{FILE_NAME}.tmp")
+        """Record the state of `assets` (those a window just changed) in one transaction."""
+        upsert: list[tuple[str, int, str]] = []
+        delete: list[tuple[str]] = []
+        changed = dict.fromkeys(assets)
+        retry = [a for a in self._unsaved if a not in changed]
+        self._unsaved.clear()
         try:
-            with tmp.open("w", encoding="utf-8") as f:
-                json.dump(doc, f, separators=(",", ":"))  # NaN and infinities round-trip
-            tmp.replace(self.path)
-        except (OSError, TypeError, ValueError) as exc:
+            for asset in changed:
+                state = states.get(asset)
+                entry = None if state is None else _entry(state)
+                self._entries.pop(asset, None)
+                if entry is None:
+                    delete.append((asset,))
+                    continue
+                self._entries[asset] = entry
+                self._seq += 1
+                # NaN and infinities round-trip (cooldowns of -inf, a NaN baseline)
+                upsert.append((asset, self._seq, json.dumps(entry, separators=(",", ":"))))
+        except (TypeError, ValueError) as exc:
             self._failed("write", exc)
-            with contextlib.suppress(OSError):  # a read-only disk refuses even this
-                tmp.unlink(missing_ok=True)
+            return
+        for asset in retry:  # as they are in memory now (another lane's, or dropped since)
+            entry = self._entries.get(asset)
+            if entry is None:
+                delete.append((asset,))
+            else:
+                upsert.append((asset, self._seq, json.dumps(entry, separators=(",", ":"))))
+        while len(self._entries) > self._max:
+            dropped, _ = self._entries.popitem(last=False)
+            delete.append((dropped,))
+            metrics.RULE_STATE_ERRORS.labels("dropped").inc()
+        try:
+            db = self._open()
+            db.execute("BEGIN")
+            try:
+                db.executemany("DELETE FROM asset_state WHERE asset = ?", delete)
+                db.executemany("INSERT OR REPLACE INTO asset_state VALUES (?, ?, ?)", upsert)
+                db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            self._failed("write", exc)
+            self._close()  # the next save tries again (a disk that was full may have room)
+            self._unsaved.update(a for a, *_ in upsert)
+            self._unsaved.update(a for (a,) in delete)
 
     def _failed(self, op: str, exc: BaseException) -> None:
         metrics.RULE_STATE_ERRORS.labels(op).inc()

@@ -4,6 +4,7 @@ an advisor restarted mid-incident raises nothing again and resolves under the or
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 from edge_agent.core import metrics
@@ -50,7 +51,7 @@ def test_restart_mid_incident_no_second_raise_resolved_names_the_raise(tmp_path:
     recs = first.evaluate([window(T0 + 5 * i, hot=True) for i in range(6)])
     raised = [r for r in recs if r.kind == "raise"]
     assert len(raised) == 1, recs
-    assert (tmp_path / "rules-state.json").is_file()
+    assert (tmp_path / "rules-state.sqlite").is_file()
 
     # The restart: a new advisor, a gate that has not learnt a baseline yet (NaN).
     second = advisor(tmp_path)
@@ -78,16 +79,50 @@ def test_an_unwritable_state_file_is_counted_and_the_advisor_runs_on(tmp_path: P
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
     before = metrics.RULE_STATE_ERRORS.labels("write")._value.get()
-    adv = advisor(blocker)  # <file>/rules-state.json can never be written
+    adv = advisor(blocker)  # <file>/rules-state.sqlite can never be written
     recs = adv.evaluate([window(T0 + 5 * i, hot=True) for i in range(6)])
     assert [r.kind for r in recs] == ["raise"]
     assert metrics.RULE_STATE_ERRORS.labels("write")._value.get() - before == 1
 
 
-def test_a_damaged_state_file_is_counted_and_ignored(tmp_path: Path) -> None:
-    (tmp_path / "rules-state.json").write_text("{not json")
+def test_a_damaged_state_file_is_counted_moved_aside_and_replaced(tmp_path: Path) -> None:
+    (tmp_path / "rules-state.sqlite").write_text("{not a database" * 100)
     before = metrics.RULE_STATE_ERRORS.labels("read")._value.get()
     adv = advisor(tmp_path)
     assert metrics.RULE_STATE_ERRORS.labels("read")._value.get() - before == 1
+    assert (tmp_path / "rules-state.sqlite.damaged").read_text().startswith("{not a database")
     recs = adv.evaluate([window(T0 + 5 * i, hot=True) for i in range(6)])
     assert [r.kind for r in recs] == ["raise"]
+    # The new file holds the raise: a restart does not raise it again.
+    again = advisor(tmp_path).evaluate([window(T0 + 100 + 5 * i, hot=True) for i in range(6)])
+    assert not [r for r in again if r.kind == "raise"], again
+
+
+def test_a_failed_write_is_retried_by_the_next_save(tmp_path: Path) -> None:
+    """A write refused once (disk full, say) is not lost: the next save writes that asset too."""
+    adv = advisor(tmp_path)
+    db = tmp_path / "rules-state.sqlite"
+    tmp_path.chmod(0o500)  # no new files (WAL, journal) in the directory: the write fails
+    try:
+        before = metrics.RULE_STATE_ERRORS.labels("write")._value.get()
+        recs = adv.evaluate([window(T0 + 5 * i, hot=True) for i in range(6)])
+        assert [r.kind for r in recs] == ["raise"]
+        refused = metrics.RULE_STATE_ERRORS.labels("write")._value.get() - before
+    finally:
+        tmp_path.chmod(0o700)
+    if refused == 0:  # root ignores the mode bits: make the write fail another way
+        assert os.geteuid() == 0
+        db.unlink(missing_ok=True)
+        db.mkdir()  # the database path is a directory: cannot be opened
+        adv2 = advisor(tmp_path)
+        before = metrics.RULE_STATE_ERRORS.labels("write")._value.get()
+        recs = adv2.evaluate([window(T0 + 5 * i, hot=True) for i in range(6)])
+        assert [r.kind for r in recs] == ["raise"]
+        assert metrics.RULE_STATE_ERRORS.labels("write")._value.get() - before == 1
+        db.rmdir()
+        adv = adv2
+    # Another asset's window saves: the refused asset's raise is written with it.
+    for i in range(6):
+        adv.evaluate([window(T0 + 40 + 5 * i, hot=True)._replace(asset="pump-8")])
+    later = advisor(tmp_path).evaluate([window(T0 + 100 + 5 * i, hot=True) for i in range(6)])
+    assert not [r for r in later if r.kind == "raise"], later

@@ -19,7 +19,7 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-GRACE_S: Final = 5.0  # beyond shutdown_timeout_s: the disconnects and closes after the drain
+GRACE_S: Final = 4.0  # beyond shutdown_timeout_s: the disconnects and closes after the drain
 
 
 def stop_handler(

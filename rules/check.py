@@ -22,10 +22,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-import cel
-
 from edge_agent.core.readings import SignalStats
 from edge_agent.rules import conditions
+from edge_agent.rules.celrt import cel
 from edge_agent.rules.conditions import Cel, Condition
 from edge_agent.rules.guards import Guard
 from edge_agent.rules.pack import Problem, Rule, RulePack, Where

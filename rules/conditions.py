@@ -29,9 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import cel
-
 from edge_agent.core.errors import RuleError
+from edge_agent.rules.celrt import cel
 from edge_agent.rules.guards import Guard
 
 if TYPE_CHECKING:

@@ -24,11 +24,10 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, get_args
 
-import cel
-
 from edge_agent.core.assets import Role
 from edge_agent.core.errors import ConfigError
 from edge_agent.core.readings import SignalStats, WindowResult
+from edge_agent.rules.celrt import cel
 
 if TYPE_CHECKING:
     from edge_agent.rules.parts import RulePack

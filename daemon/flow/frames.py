@@ -48,23 +48,31 @@ class _AssetFrame:
     __slots__ = (
         "filled",
         "held",
+        "last_ts",
         "latest",
         "next_tick",
         "pos",
         "ring",
+        "rows",
         "seen",
         "since_emit",
+        "tick_ts",
         "updated",
     )
 
-    def __init__(self, n_signals: int, window: int, first_tick: int, seen: float) -> None:
+    def __init__(
+        self, n_signals: int, window: int, first_tick: int, seen: float, rate: float
+    ) -> None:
         self.latest = [math.nan] * n_signals
         self.updated = [-math.inf] * n_signals
         self.ring = np.empty((window, n_signals), dtype=np.float32)
-        self.pos = 0
+        self.pos = 0  # where the first of `rows` goes in the ring
+        self.rows: list[list[float]] = []  # rows not yet written to the ring (< window + hop)
         self.filled = 0
         self.since_emit = 0
         self.next_tick = first_tick
+        self.tick_ts = first_tick / rate  # time of next_tick
+        self.last_ts = (first_tick - 1) / rate  # time of the last tick emitted
         self.seen = seen  # monotonic time of the latest reading
         self.held: float | None = None  # a jump's time, waiting for a reading to confirm it
 
@@ -118,35 +126,34 @@ class FrameBuilder:
         """
         readings = sorted(readings, key=_TS)  # timsort: linear on already ordered MQTT batches
         index = self._index
-        assets = self._assets
-        rate = self.rate_hz
         max_gap = self.settings.max_gap_s
         now = time.monotonic()
         if now >= self._next_sweep:
             self._sweep(now)
+        good = Quality.GOOD
+        name, frame = "", None  # the last reading's asset and frame: MQTT sends them in runs
         for r in readings:
-            sig = index.get(r.signal)
+            asset, signal, ts, value, quality = r
+            sig = index.get(signal)
             if sig is None:
                 self._unknown(r)
                 continue
-            frame = assets.get(r.asset)
-            if frame is None:
-                frame = self._new_frame(r.asset, r.ts, now)
+            if asset != name or frame is None:
+                frame = self._frame(asset, ts, now)
                 if frame is None:
                     continue
-            frame.seen = now
-            tick_ts = frame.next_tick / rate
-            if r.ts > tick_ts:
-                if r.ts - tick_ts > max_gap and not self._confirmed(frame, r):
+                name = asset
+            if ts > frame.tick_ts:
+                if ts - frame.tick_ts > max_gap and not self._confirmed(frame, r):
                     continue
-                self._advance(r.asset, frame, r.ts)
-            elif r.ts <= (frame.next_tick - 1) / rate:
+                self._advance(asset, frame, ts)
+            elif ts <= frame.last_ts:
                 # Its tick's row has gone out already; holding it now would misdate it.
                 self._dropped["late"].inc()
                 continue
-            if r.quality is Quality.GOOD:
-                frame.latest[sig] = r.value
-                frame.updated[sig] = r.ts
+            if quality is good:
+                frame.latest[sig] = value
+                frame.updated[sig] = ts
             else:
                 frame.latest[sig] = math.nan
                 self._dropped["not_good"].inc()
@@ -161,6 +168,16 @@ class FrameBuilder:
         """Drop an asset's frame (for example when it is decommissioned)."""
         if self._assets.pop(asset, None) is not None:
             self._tracked.dec()
+
+    def _frame(self, asset: str, ts: float, now: float) -> _AssetFrame | None:
+        """The asset's frame (made on first sight), marked seen at `now`; None: no room."""
+        frame = self._assets.get(asset)
+        if frame is None:
+            frame = self._new_frame(asset, ts, now)
+            if frame is None:
+                return None
+        frame.seen = now
+        return frame
 
     def _new_frame(self, asset: str, ts: float, now: float) -> _AssetFrame | None:
         if len(self._assets) >= self.settings.max_assets:
@@ -180,7 +197,9 @@ class FrameBuilder:
                     )
                 return None
         # The first tick at or after the first reading: nothing before it is known.
-        frame = _AssetFrame(len(self.signals), self.window, math.ceil(ts * self.rate_hz), now)
+        frame = _AssetFrame(
+            len(self.signals), self.window, math.ceil(ts * self.rate_hz), now, self.rate_hz
+        )
         self._assets[asset] = frame
         self._tracked.inc()
         return frame
@@ -246,20 +265,49 @@ class FrameBuilder:
             frame.since_emit = 0
             frame.next_tick = last_tick
         stale_after = self.settings.stale_after_s
+        latest, updated, rows, window = frame.latest, frame.updated, frame.rows, self.window
         for tick in range(frame.next_tick, last_tick + 1):
             tick_ts = tick / rate
-            row = frame.ring[frame.pos]
-            for i, value in enumerate(frame.latest):
-                row[i] = value if tick_ts - frame.updated[i] <= stale_after else math.nan
-            frame.pos = (frame.pos + 1) % self.window
+            # Rows wait as Python lists and go to the ring a hop at a time (`_emit`).
+            if tick_ts - min(updated) <= stale_after:
+                rows.append(latest.copy())
+            else:
+                rows.append(
+                    [
+                        v if tick_ts - u <= stale_after else math.nan
+                        for v, u in zip(latest, updated, strict=True)
+                    ]
+                )
             frame.filled += 1
             frame.since_emit += 1
-            if frame.filled >= self.window and frame.since_emit >= self.hop:
+            if frame.filled >= window and frame.since_emit >= self.hop:
                 frame.since_emit = 0
                 self._emit(asset, tick_ts, frame)
+            elif len(rows) >= window:
+                self._write_rows(frame)
         frame.next_tick = last_tick + 1
+        frame.tick_ts = frame.next_tick / rate
+        frame.last_ts = last_tick / rate
+
+    def _write_rows(self, frame: _AssetFrame) -> None:
+        """Write the waiting rows to the ring (the last `window` of them)."""
+        rows, window = frame.rows, self.window
+        if not rows:
+            return
+        if len(rows) > window:
+            frame.pos = (frame.pos + len(rows) - window) % window
+            rows = rows[-window:]
+        pos, end = frame.pos, frame.pos + len(rows)
+        if end <= window:
+            frame.ring[pos:end] = rows
+        else:
+            frame.ring[pos:] = rows[: window - pos]
+            frame.ring[: end - window] = rows[window - pos :]
+        frame.pos = end % window
+        frame.rows.clear()  # the same list: `_advance` holds it
 
     def _emit(self, asset: str, ts: float, frame: _AssetFrame) -> None:
+        self._write_rows(frame)
         values = np.concatenate((frame.ring[frame.pos :], frame.ring[: frame.pos]))
         if np.isnan(values).any():
             metrics.WINDOWS.labels("incomplete").inc()

@@ -256,8 +256,17 @@ class LoopSocket:
         client = self._client
         # What paho's _handle_pubackcomp does once it has decoded the packet.
         with client._out_message_mutex:  # noqa: SLF001
-            if mid in client._out_messages:  # noqa: SLF001
-                rc = client._do_on_publish(mid, reason, _NO_PROPERTIES)  # noqa: SLF001
+            out = client._out_messages  # noqa: SLF001
+            if mid in out:
+                # Paho then scans every message in flight for one queued behind its limit
+                # (~25 us an ack at 100 in flight); with none queued, the scan finds nothing.
+                limit = client._max_inflight_messages  # noqa: SLF001
+                if len(out) <= client._inflight_messages:  # noqa: SLF001
+                    client._max_inflight_messages = 0  # noqa: SLF001
+                try:
+                    rc = client._do_on_publish(mid, reason, _NO_PROPERTIES)  # noqa: SLF001
+                finally:
+                    client._max_inflight_messages = limit  # noqa: SLF001
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     client._loop_rc_handle(rc)  # noqa: SLF001
         return True

@@ -10,10 +10,9 @@ checked as it comes in and again when publishing it fails for a reason of its ow
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar
@@ -22,11 +21,12 @@ import structlog
 
 from edge_agent.core import metrics
 from edge_agent.core.logs import RateLimited
-from edge_agent.core.readings import Outgoing, Priority
+from edge_agent.core.readings import Outgoing
 from edge_agent.daemon.outbox.aside import Aside, AsideLog, Undeliverable, check
+from edge_agent.daemon.outbox.memory import MemoryQueue, count_drop, publish_batch
 from edge_agent.daemon.outbox.settings import OutboxSettings
-from edge_agent.daemon.outbox.store import StorageError, Store
-from edge_agent.daemon.outbox.window import Window, deliver_window, undeliverable
+from edge_agent.daemon.outbox.store import StorageError, Store, frames
+from edge_agent.daemon.outbox.window import Window, deliver_window
 
 if TYPE_CHECKING:
     from edge_agent.core.ports import Sink
@@ -36,7 +36,6 @@ log = structlog.get_logger(__name__)
 _RETRY_MIN_S: Final = 0.5
 _RETRY_MAX_S: Final = 30.0
 _RECOVER_EVERY_S: Final = 1.0  # how often a degraded outbox tries its file again
-_CLASSES: Final = sorted(Priority, reverse=True)  # replay order: highest class first
 _T = TypeVar("_T")
 _Item = tuple[int | None, Outgoing, Undeliverable]  # (row in the file or None, message, why)
 
@@ -65,102 +64,11 @@ class Outbox(Protocol):
         ...
 
 
-class MemoryQueue:
-    """A bounded queue per priority class, with the outbox's drop policy.
-
-    Also the outbox's fallback while its file cannot be written.
-    """
-
-    def __init__(self, max_messages: int, what: str = "outbox") -> None:
-        self._max = max_messages
-        self._what = what
-        self._q: dict[Priority, collections.deque[Outgoing]] = {
-            p: collections.deque() for p in Priority
-        }
-        self._n = 0
-        self._limited = RateLimited(10.0)
-
-    def __len__(self) -> int:
-        return self._n
-
-    def push(self, msgs: Iterable[Outgoing]) -> None:
-        """Append messages; drop the lowest class, oldest first, beyond the cap."""
-        for msg in msgs:
-            self._q[msg.priority].append(msg)
-            self._n += 1
-        while self._n > self._max:
-            for p in reversed(_CLASSES):  # lowest class first
-                if self._q[p]:
-                    dropped = self._q[p].popleft()
-                    self._n -= 1
-                    count_drop(dropped, self._what, self._limited, f"max_messages={self._max}")
-                    break
-
-    def head(self, n: int) -> list[Outgoing]:
-        """The next `n` messages in replay order (not removed)."""
-        out: list[Outgoing] = []
-        for p in _CLASSES:
-            for msg in self._q[p]:
-                if len(out) >= n:
-                    return out
-                out.append(msg)
-        return out
-
-    def remove(self, msgs: Iterable[Outgoing]) -> None:
-        """Remove delivered messages (those dropped meanwhile are already gone)."""
-        for msg in msgs:
-            q = self._q[msg.priority]
-            if q and q[0] is msg:
-                q.popleft()
-            else:
-                try:
-                    q.remove(msg)
-                except ValueError:
-                    continue
-            self._n -= 1
-
-
-def count_drop(msg: Outgoing, where: str, limited: RateLimited, why: str) -> None:
-    """Count and log (rate-limited) one message dropped by the outbox's policy."""
-    name = msg.priority.name.lower()
-    metrics.OUTBOX_DROPPED.labels(name).inc()
-    held = limited.allow(name)
-    if held is not None:
-        log.warning(
-            "outbox_dropped",
-            where=where,
-            priority=name,
-            topic=msg.topic,
-            msg_id=msg.msg_id,
-            asset=msg.key,
-            why=why,
-            held_back=held,
-        )
-
-
-async def publish_batch(
-    sink: Sink, batch: Sequence[Outgoing]
-) -> tuple[list[Outgoing], list[tuple[Outgoing, Undeliverable]]]:
-    """Publish a batch concurrently (paho keeps their order).
-
-    Returns the messages acknowledged, and those that can never be delivered with why
-    (`window.undeliverable`); those that failed for the link are left for the next try.
-    """
-    results = await asyncio.gather(*(sink.publish(m) for m in batch), return_exceptions=True)
-    done: list[Outgoing] = []
-    bad: list[tuple[Outgoing, Undeliverable]] = []
-    for msg, result in zip(batch, results, strict=True):
-        if result is None:
-            done.append(msg)
-        elif (why := undeliverable(msg, result)) is not None:
-            bad.append((msg, why))
-    return done, bad
-
-
 class SqliteOutbox:
     """The outbox on disk (SQLite, WAL): written before publishing, deleted after PUBACK.
 
-    All file work runs on one worker thread, so commits never stall the event loop. When
+    File work runs on one worker thread, except a put()'s commit while that thread is idle
+    (`_insert_now`: a write() into the WAL, tens of us; a thread hop costs more). When
     the file cannot be written (disk full, read-only, I/O error) the outbox says so loudly
     (log, `edge_outbox_degraded`, `status()`) and buffers in memory, bounded by
     `memory_max_messages` with the same drop policy, until a write succeeds again. Messages
@@ -180,6 +88,10 @@ class SqliteOutbox:
         self._window: Window | None = None  # the delivery window, while one runs
         self._acked_undeleted: set[int] = set()  # published, delete failed: never re-send
         self._aside = AsideLog()
+        # Jobs handed to the worker thread and jobs it finished, each counted by one thread:
+        # equal when the worker is idle, and the event loop may then use the file itself.
+        self._handed = self._done = 0
+        self._inline = settings.synchronous == "normal"  # full: fsync per commit, off the loop
         try:
             self._store.open()
         except StorageError as exc:
@@ -187,7 +99,43 @@ class SqliteOutbox:
         self._gauges()
 
     async def _call(self, fn: Callable[..., _T], *args: object) -> _T:
-        return await asyncio.get_running_loop().run_in_executor(self._exec, fn, *args)
+        self._handed += 1
+        return await asyncio.get_running_loop().run_in_executor(self._exec, self._job, fn, args)
+
+    def _job(self, fn: Callable[..., _T], args: tuple[object, ...]) -> _T:
+        try:
+            return fn(*args)
+        finally:
+            self._done += 1  # only this thread writes it
+
+    def _insert_now(self, msgs: Sequence[Outgoing]) -> range | None:
+        """Commit on the event loop when that is cheap and safe; None: the worker must.
+
+        Cheap: synchronous=normal, where a commit is a write() into the WAL (tens of us)
+        and survives a crash of the agent; an fsync (full) or a checkpoint (which fsyncs)
+        stays on the worker. Safe: the worker is idle, so one thread at a time uses the
+        file. Rows the window saw acknowledged are deleted in the same transaction.
+        """
+        store = self._store
+        window = self._window
+        n_acked = len(window.acked) if window is not None else 0
+        if (
+            not self._inline
+            or self._handed != self._done
+            or store.wal_frames + frames(msgs, n_acked) >= store.wal_pages
+        ):
+            return None
+        acked = window.take_acked() if window is not None else []
+        try:
+            seqs = store.insert_now(msgs, acked)
+        except StorageError:
+            self._acked_undeleted.update(acked)  # never re-sent; deleted on recovery
+            if window is not None:
+                window.took(acked, deleted=True)
+            raise
+        if window is not None and acked:
+            window.took(acked, deleted=seqs is not None)
+        return seqs
 
     def status(self) -> str:
         """`disk`, or `memory (<why>)` while the file cannot be written."""
@@ -272,16 +220,21 @@ class SqliteOutbox:
                 return
         if self._degraded is None:
             try:
-                dropped, seqs = await self._call(self._insert, list(msgs), self._pinned())
+                seqs = self._insert_now(msgs)
+                inline = seqs is not None
+                if not inline:
+                    dropped, seqs = await self._call(self._insert, list(msgs), self._pinned())
+                    self._dropped(dropped)
             except StorageError as exc:
                 self._degrade(exc)
             else:
-                self._dropped(dropped)
                 self._gauges()
                 window = self._window
                 rows = list(zip(seqs, msgs, strict=True)) if seqs is not None else []
                 if window is None or not rows or not window.offer(rows):
                     self._ready.set()
+                if inline:
+                    await asyncio.sleep(0)  # a turn of the loop, as a commit on the worker gives
                 return
         self._mem.push(msgs)
         self._gauges()

@@ -1,9 +1,10 @@
-"""The outbox file: SQLite in WAL mode, bounded in pages, used from one thread only.
+"""The outbox file: SQLite in WAL mode, bounded in pages, used by one thread at a time.
 
 Size bound: `PRAGMA max_page_count = max_bytes // page_size`, so `outbox.db` never grows
 past `max_bytes` (rounded down to whole pages). The WAL file beside it holds at most
-about `wal_autocheckpoint` pages plus one transaction between checkpoints and is cut back
-to `journal_size_limit` after each. When the cap is reached, rows are dropped by the
+about `wal_pages` pages plus one transaction between checkpoints (counted by `frames`, run
+on the worker thread, never inside a commit on the event loop) and is cut back to
+`journal_size_limit` after each. When the cap is reached, rows are dropped by the
 outbox policy (lowest class first, oldest first within a class, never a message being
 published) until the new one fits; a message of a lower class than everything stored is
 dropped itself.
@@ -78,6 +79,7 @@ _ASIDE_TRIM: Final = (
 _INSERT: Final = (
     "INSERT INTO msg (priority, topic, payload, msg_id, key, qos, retain) VALUES (?,?,?,?,?,?,?)"
 )
+_DELETE: Final = "DELETE FROM msg WHERE seq = ?"
 _CLASSES_DESC: Final = sorted(Priority, reverse=True)
 
 
@@ -129,6 +131,16 @@ def _row(msg: Outgoing) -> tuple[int, str, bytes, str, str, int, int]:
     )
 
 
+def frames(msgs: Sequence[Outgoing], deleted: int) -> int:
+    """WAL frames (pages) a transaction storing `msgs` and deleting `deleted` rows may write.
+
+    An upper estimate: page 1 and a freelist or parent page; per row stored, its table and
+    index leaves and its overflow pages twice over; for rows deleted, their leaves.
+    """
+    stored = sum(2 + (len(m.payload) + len(m.topic)) // (PAGE_SIZE // 2) for m in msgs)
+    return 2 + stored + (2 + deleted // 2 if deleted else 0)
+
+
 class Store:
     """The SQLite file behind the outbox. Not thread-safe: one worker thread calls it."""
 
@@ -140,6 +152,8 @@ class Store:
         self.count = 0
         self.aside = 0  # rows in `aside`
         self.inserted: range | None = None  # seqs of the last insert(); None if it made room
+        self.wal_pages = max(16, min(4096, self.cap_pages // 4))  # WAL frames between checkpoints
+        self.wal_frames = 0  # WAL frames written since the last checkpoint (an upper estimate)
 
     @property
     def is_open(self) -> bool:
@@ -194,11 +208,13 @@ class Store:
             raise StorageError("corrupt", f"quick_check: {check}")
         db.execute(f"PRAGMA synchronous={self._sync}")
         db.execute(f"PRAGMA max_page_count={self.cap_pages}")
-        wal_pages = max(16, min(1000, self.cap_pages // 4))
-        db.execute(f"PRAGMA wal_autocheckpoint={wal_pages}")
-        db.execute(f"PRAGMA journal_size_limit={wal_pages * PAGE_SIZE}")
+        # Checkpoints fsync (milliseconds): never automatic, which could run one inside a
+        # commit made on the event loop (insert_now); the worker thread runs them (_checked).
+        db.execute("PRAGMA wal_autocheckpoint=0")
+        db.execute(f"PRAGMA journal_size_limit={self.wal_pages * PAGE_SIZE}")
         db.executescript(_SCHEMA)
         self.count = db.execute("SELECT count(*) FROM msg").fetchone()[0]
+        self.wal_frames = self.wal_pages  # what a crash left in the WAL: checkpoint first
         self.aside = db.execute("SELECT count(*) FROM aside").fetchone()[0]
 
     def _move_aside(self) -> Path:
@@ -246,7 +262,49 @@ class Store:
         # One transaction, one writer: each row took the next seq after the largest.
         self.inserted = range(last - len(msgs) + 1, last + 1)
         self.count += len(msgs)
+        self._checked(frames(msgs, 0))
         return []
+
+    def insert_now(self, msgs: Sequence[Outgoing], acked: Sequence[int]) -> range | None:
+        """Store `msgs` and delete the acknowledged rows `acked`, in one transaction.
+
+        For the event loop while the worker thread is idle: never checkpoints nor makes room.
+        Returns the seqs the rows took; None (rolled back) at the cap: insert() then.
+        """
+        db = self._conn()
+        try:
+            deleted = 0
+            if len(msgs) == 1 and not acked:  # one statement: a transaction of its own
+                last = db.execute(_INSERT, _row(msgs[0])).lastrowid
+            else:
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany(_INSERT, [_row(m) for m in msgs])
+                last = db.execute("SELECT last_insert_rowid()").fetchone()[0]
+                before = db.total_changes
+                db.executemany(_DELETE, [(s,) for s in acked])
+                deleted = db.total_changes - before
+                db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback(db)
+            if _kind(exc) == "full" and self._at_cap(msgs):
+                return None
+            raise StorageError(_kind(exc), str(exc)) from exc
+        assert last is not None
+        self.count = max(0, self.count + len(msgs) - deleted)
+        self.wal_frames += frames(msgs, len(acked))
+        return range(last - len(msgs) + 1, last + 1)
+
+    def _checked(self, written: int) -> None:
+        """Count WAL frames written; checkpoint once `wal_pages` may be there (worker only)."""
+        self.wal_frames += written
+        if self.wal_frames < self.wal_pages or self._db is None:
+            return
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:  # the WAL grows meanwhile; tried again at the next commit
+            log.warning("outbox_checkpoint_failed", file=str(self.path), error=str(exc))
+            return
+        self.wal_frames = 0
 
     def _rollback(self, db: sqlite3.Connection) -> None:
         if db.in_transaction:
@@ -276,6 +334,7 @@ class Store:
                     db.execute(_INSERT, _row(msg))
                     db.execute("COMMIT")
                     self.count += 1
+                    self._checked(frames([msg], 0))
                     break
                 except sqlite3.Error as exc:
                     self._rollback(db)
@@ -318,13 +377,14 @@ class Store:
         before = db.total_changes
         try:
             db.execute("BEGIN IMMEDIATE")
-            db.executemany("DELETE FROM msg WHERE seq = ?", [(s,) for s in seqs])
+            db.executemany(_DELETE, [(s,) for s in seqs])
             deleted = db.total_changes - before
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback(db)
             raise StorageError(_kind(exc), str(exc)) from exc
         self.count = max(0, self.count - deleted)
+        self._checked(frames([], len(seqs)))
 
     def page(
         self, n: int, skip: Iterable[int], after: Mapping[int, int] | None = None
@@ -366,12 +426,13 @@ class Store:
             before = db.total_changes
             try:
                 db.execute("BEGIN IMMEDIATE")
-                db.executemany("DELETE FROM msg WHERE seq = ?", [(s,) for s in seqs])
+                db.executemany(_DELETE, [(s,) for s in seqs])
                 deleted = db.total_changes - before
                 if rows:
                     db.executemany(_ASIDE_INSERT, rows)
                     db.execute(_ASIDE_TRIM, (ASIDE_MAX_ROWS,))
                 db.execute("COMMIT")
+                self._checked(frames([c.msg for c in copies], len(seqs)))
             except sqlite3.Error as exc:
                 self._rollback(db)
                 if not rows or _kind(exc) != "full":

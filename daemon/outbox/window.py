@@ -172,6 +172,19 @@ class Window:
         self.wake.set()
         return True
 
+    def take_acked(self) -> list[int]:
+        """Hand the acked rows to put(), which deletes them with the rows it stores."""
+        seqs, self.acked = self.acked, []
+        self.delete_due = None
+        return seqs
+
+    def took(self, seqs: list[int], *, deleted: bool) -> None:
+        """put() deleted the rows `take_acked` gave it, or (not `deleted`) gives them back."""
+        if deleted:
+            self.held.difference_update(seqs)
+        else:
+            self.acked[:0] = seqs
+
     def _queue(self, rows: Sequence[Row]) -> None:
         for seq, msg in rows:
             if seq in self.held:

@@ -31,6 +31,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 _MISC_INTERVAL_S: Final = 1.0
 _QUICKACK: Final[int | None] = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+_CORK: Final[int | None] = getattr(socket, "TCP_CORK", None)  # Linux only
 # Packets taken per turn of the loop before others get one (fairness vs. overhead).
 _READ_BUDGET: Final = 64
 _RECV_BYTES: Final = 65536  # one recv(); the buffer holds at most this plus a packet
@@ -129,7 +130,25 @@ class LoopSocket:
     def _add_writer(self, sock: Any) -> None:
         assert self._loop is not None
         if sock.fileno() >= 0:
-            self._loop.add_writer(sock, self._client.loop_write)
+            self._loop.add_writer(sock, self._write)
+
+    def _write(self) -> None:
+        """Paho's loop_write, corked.
+
+        The packets queued since the last turn (a burst of publishes) leave in as few TCP
+        segments as fit instead of one each, which wakes the broker once, not per packet.
+        """
+        sock = self.sock
+        cork = _CORK is not None and sock is not None
+        if cork:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, _CORK, 1)
+        try:
+            self._client.loop_write()
+        finally:
+            if cork:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, _CORK, 0)
 
     def _on_unregister_write(self, _c: paho.Client, _u: object, sock: Any) -> None:
         self._in_loop(self._remove_writer, sock)

@@ -19,12 +19,14 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Self
 
 import structlog
 from asyncua import ua
 from asyncua.client.client import Client
+from asyncua.client.ua_client import UASocketProtocol
+from asyncua.ua.ua_binary import struct_from_binary
 from asyncua.ua.uaerrors import UaError
 
 from edge_agent.connectors.opcua_nodes import (
@@ -34,10 +36,12 @@ from edge_agent.connectors.opcua_nodes import (
     operation_limits,
     parse_node_map,
     read_requests,
+    reading_of,
     resolve,
     subscription_parameters,
     to_reading,
 )
+from edge_agent.connectors.opcua_publish import Publish, PublishLoop
 from edge_agent.connectors.opcua_security import (
     UntrustedCertificateError,
     apply_security,
@@ -51,6 +55,9 @@ from edge_agent.core.logs import RateLimited
 from edge_agent.core.readings import Reading
 
 log = structlog.get_logger(__name__)
+# PublishRequests kept queued at the server (see opcua_publish): while the client reads one
+# answer the server can send the next; 3 is the usual client default, servers allow more.
+PUBLISH_REQUESTS = 3
 
 
 class OpcUaSource:
@@ -200,8 +207,7 @@ class OpcUaSource:
             if not nodes:
                 await lost.wait()
             elif s.mode == "subscription":
-                silent_limit = await self._subscribe(client, nodes, limits["monitor"], lost)
-                await self._watch(lost, silent_limit)
+                await self._subscription(client, nodes, limits["monitor"], lost)
             else:
                 await self._poll(client, nodes, limits["read"], lost)
         finally:
@@ -229,7 +235,13 @@ class OpcUaSource:
 
     # -- subscription mode ---------------------------------------------------------------
 
-    async def _watch(self, lost: asyncio.Event, silent_limit: float) -> None:
+    async def _watch(
+        self,
+        lost: asyncio.Event,
+        silent_limit: float,
+        loop: PublishLoop,
+        requests: list[asyncio.Task[None]],
+    ) -> None:
         """Return when the link is lost; raise if the server stops answering publishes.
 
         A server sends at least a keep-alive every keep-alive period; a longer silence means
@@ -241,26 +253,68 @@ class OpcUaSource:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(silent_limit / 3):
                     await lost.wait()
+            for task in requests:
+                if task.done() and not task.cancelled() and (error := task.exception()):
+                    raise error
             silent = time.monotonic() - self._last_publish
-            if not lost.is_set() and silent > silent_limit:
+            if not lost.is_set() and (silent > silent_limit or not loop.active):
                 raise ConnectorError(
                     f"no publish response from {self._settings.endpoint} for {silent:.0f} s; "
                     "the subscription is presumed lost"
                 )
 
-    async def _subscribe(
+    async def _subscription(
         self, client: Client, nodes: Sequence[MappedNode], per_call: int, lost: asyncio.Event
+    ) -> None:
+        """Subscribe, then keep PublishRequests queued at the server until the link ends."""
+        handles = dict(enumerate(nodes))
+
+        def on_publish(publish: Publish) -> None:
+            self._on_publish(publish, handles, lost)
+
+        protocol = client.uaclient.protocol
+        if protocol is None:
+            raise ConnectionError("the OPC UA connection closed while subscribing")
+        loop = PublishLoop(protocol.send_request, on_publish)
+        silent_limit = await self._subscribe(client, protocol, handles, per_call)
+        requests = [
+            asyncio.create_task(self._request(loop, lost), name="opcua-publish")
+            for _ in range(PUBLISH_REQUESTS)
+        ]
+        try:
+            await self._watch(lost, silent_limit, loop, requests)
+        finally:
+            for task in requests:
+                task.cancel()
+            await asyncio.gather(*requests, return_exceptions=True)
+
+    @staticmethod
+    async def _request(loop: PublishLoop, lost: asyncio.Event) -> None:
+        try:
+            await loop.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            lost.set()  # wakes _watch, which raises what this task ended with
+            raise
+
+    async def _subscribe(
+        self,
+        client: Client,
+        protocol: UASocketProtocol,
+        handles: dict[int, MappedNode],
+        per_call: int,
     ) -> float:
         """Create the session's one subscription; return how long it may stay silent."""
         s = self._settings
-        params = subscription_parameters(s)
-        handles = dict(enumerate(nodes))
-
-        def on_publish(result: ua.PublishResult) -> None:
-            self._on_publish(result, handles, lost)
-
+        request = ua.CreateSubscriptionRequest()
+        request.Parameters = subscription_parameters(s)
         self._last_publish = time.monotonic()
-        sub = await client.uaclient.create_subscription(params, on_publish)
+        response = struct_from_binary(
+            ua.CreateSubscriptionResponse, await protocol.send_request(request)
+        )
+        response.ResponseHeader.ServiceResult.check()
+        sub = response.Parameters
         requests = monitor_requests(handles, s)
         for part in chunks(requests, per_call):
             results = await client.uaclient.create_monitored_items(
@@ -270,9 +324,9 @@ class OpcUaSource:
                     TimestampsToReturn=ua.TimestampsToReturn.Both,
                 )
             )
-            for request, result in zip(part, results, strict=True):
+            for item, result in zip(part, results, strict=True):
                 if not result.StatusCode.is_good():
-                    node = handles.pop(request.RequestedParameters.ClientHandle)
+                    node = handles.pop(item.RequestedParameters.ClientHandle)
                     self._report_once(node, f"cannot be monitored ({result.StatusCode.name})")
         keepalive_s = (
             float(sub.RevisedPublishingInterval) * int(sub.RevisedMaxKeepAliveCount) / 1000
@@ -280,17 +334,18 @@ class OpcUaSource:
         return 3 * keepalive_s + self._settings.timeout_s
 
     def _on_publish(
-        self, result: ua.PublishResult, handles: dict[int, MappedNode], lost: asyncio.Event
+        self, publish: Publish, handles: dict[int, MappedNode], lost: asyncio.Event
     ) -> None:
         received = time.time()
         self._last_publish = time.monotonic()  # keep-alives count: the server is there
-        for notification in result.NotificationMessage.NotificationData or ():
-            if isinstance(notification, ua.DataChangeNotification):
-                for item in notification.MonitoredItems:
-                    node = handles.get(item.ClientHandle)
-                    if node is not None:
-                        self._push(node, to_reading(node, item.Value, received))
-            elif isinstance(notification, ua.StatusChangeNotification):
+        get = handles.get
+        self._push(
+            (node, reading_of(node, value, status, source, server, received))
+            for handle, value, status, source, server in publish.changes
+            if (node := get(handle)) is not None
+        )
+        for notification in publish.other:
+            if isinstance(notification, ua.StatusChangeNotification):
                 # The server closed the subscription (or asyncua reports the link down).
                 log.warning("OPC UA subscription status", status=notification.Status.name)
                 if not notification.Status.is_good():
@@ -310,8 +365,10 @@ class OpcUaSource:
             for part, params in reads:
                 values = await client.uaclient.read(params)
                 received = time.time()
-                for node, dv in zip(part, values, strict=True):
-                    self._push(node, to_reading(node, dv, received))
+                self._push(
+                    (node, to_reading(node, dv, received))
+                    for node, dv in zip(part, values, strict=True)
+                )
             due = max(due + s.poll_interval_s, loop.time())
             # Not wait_for: under 3.11 it swallows a cancellation that comes as the event
             # is set, and this loop would never stop.
@@ -321,17 +378,27 @@ class OpcUaSource:
 
     # -- the buffer ----------------------------------------------------------------------
 
-    def _push(self, node: MappedNode, reading: Reading | None) -> None:
-        if reading is None:
-            self._drop("opcua_not_numeric", node)
+    def _push(self, readings: Iterable[tuple[MappedNode, Reading | None]]) -> None:
+        last_ts, buf, limit = self._last_ts, self._buf, self._settings.max_buffered
+        before = len(buf)
+        for node, reading in readings:
+            if reading is None:
+                self._drop("opcua_not_numeric", node)
+                continue
+            key = (reading.asset, reading.signal)
+            if reading.ts <= last_ts.get(key, -math.inf):
+                # A value seen before: a poll of an unchanged node, or the value a server
+                # re-sends when a new subscription starts. Not a loss, so logged at debug.
+                self._drop("opcua_repeated", node, level="debug")
+                continue
+            last_ts[key] = reading.ts
+            if len(buf) >= limit:
+                buf.popleft()
+                before -= 1
+                self._drop("opcua_buffer_full", node)
+            buf.append(reading)
+        if len(buf) == before:
             return
-        key = (node.asset, node.signal)
-        if reading.ts <= self._last_ts.get(key, -math.inf):
-            # A value seen before: a poll of an unchanged node, or the value a server
-            # re-sends when a new subscription starts. Not a loss, so logged at debug.
-            self._drop("opcua_repeated", node, level="debug")
-            return
-        self._last_ts[key] = reading.ts
         now = time.monotonic()
         if self._lost_at is not None and self._last_rx is not None:
             log.info(
@@ -342,10 +409,6 @@ class OpcUaSource:
             )
         self._lost_at = None
         self._last_rx = now
-        if len(self._buf) >= self._settings.max_buffered:
-            self._buf.popleft()
-            self._drop("opcua_buffer_full", node)
-        self._buf.append(reading)
         self._ready.set()
 
     def _drop(self, reason: str, node: MappedNode, *, level: str = "warning") -> None:

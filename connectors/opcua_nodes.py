@@ -21,6 +21,7 @@ from edge_agent.core.readings import Quality, Reading
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
+_new = tuple.__new__  # Reading(...) without NamedTuple's keyword handling
 
 # Timestamps before this are the encoding's "null" (1601) or a clock that was never set.
 _OLDEST_TS = 1e8
@@ -202,28 +203,46 @@ def epoch(stamp: datetime | None) -> float | None:
     return ts if ts > _OLDEST_TS else None
 
 
-def quality_of(status: ua.StatusCode | None) -> Quality:
-    """OPC UA status severity to reading quality: Good, Uncertain, Bad."""
-    if status is None or status.is_good():
+def quality_of(status: int) -> Quality:
+    """OPC UA status severity (the top two bits) to reading quality: Good, Uncertain, Bad."""
+    severity = status >> 30
+    if severity == 0:
         return Quality.GOOD
-    if status.is_uncertain():
-        return Quality.UNCERTAIN
-    return Quality.BAD
+    return Quality.UNCERTAIN if severity == 1 else Quality.BAD
 
 
-def to_reading(node: MappedNode, dv: ua.DataValue, received: float) -> Reading | None:
-    """Map one DataValue to a Reading: source timestamp, else server, else arrival time.
+def reading_of(
+    node: MappedNode,
+    raw: object,
+    status: int,
+    source_ts: float | None,
+    server_ts: float | None,
+    received: float,
+) -> Reading | None:
+    """A Reading from a value's parts: source timestamp, else server, else arrival time.
 
     A value that is not a number gives None (the caller counts it); a Bad value without a
     number becomes NaN marked BAD, so the frames see the outage and not a fake value.
     """
-    quality = quality_of(dv.StatusCode)
-    raw = dv.Value.Value if dv.Value is not None else None
+    quality = quality_of(status)
     if isinstance(raw, bool | int | float):
         value = float(raw) * node.scale + node.offset
     elif raw is None and quality is not Quality.GOOD:
         value = math.nan
     else:
         return None
-    ts = epoch(dv.SourceTimestamp) or epoch(dv.ServerTimestamp) or received
-    return Reading(node.asset, node.signal, ts, value, quality)
+    return _new(
+        Reading, (node.asset, node.signal, source_ts or server_ts or received, value, quality)
+    )
+
+
+def to_reading(node: MappedNode, dv: ua.DataValue, received: float) -> Reading | None:
+    """Map one DataValue to a Reading (see `reading_of`)."""
+    return reading_of(
+        node,
+        dv.Value.Value if dv.Value is not None else None,
+        dv.StatusCode.value if dv.StatusCode is not None else 0,
+        epoch(dv.SourceTimestamp),
+        epoch(dv.ServerTimestamp),
+        received,
+    )

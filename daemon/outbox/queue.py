@@ -36,6 +36,8 @@ log = structlog.get_logger(__name__)
 _RETRY_MIN_S: Final = 0.5
 _RETRY_MAX_S: Final = 30.0
 _RECOVER_EVERY_S: Final = 1.0  # how often a degraded outbox tries its file again
+_TURN_S: Final = 0.001  # puts committing on the loop give it a turn this often at least
+_DELETE_WITH_PUT: Final = 64  # acked rows a put() deletes with its own, once this many wait
 _T = TypeVar("_T")
 _Item = tuple[int | None, Outgoing, Undeliverable]  # (row in the file or None, message, why)
 
@@ -92,6 +94,7 @@ class SqliteOutbox:
         # equal when the worker is idle, and the event loop may then use the file itself.
         self._handed = self._done = 0
         self._inline = settings.synchronous == "normal"  # full: fsync per commit, off the loop
+        self._turned = 0.0  # loop time put() last gave the loop a turn (_turn)
         try:
             self._store.open()
         except StorageError as exc:
@@ -114,18 +117,20 @@ class SqliteOutbox:
         Cheap: synchronous=normal, where a commit is a write() into the WAL (tens of us)
         and survives a crash of the agent; an fsync (full) or a checkpoint (which fsyncs)
         stays on the worker. Safe: the worker is idle, so one thread at a time uses the
-        file. Rows the window saw acknowledged are deleted in the same transaction.
+        file. Rows the window saw acknowledged, once `_DELETE_WITH_PUT` wait, are deleted
+        in the same transaction.
         """
         store = self._store
         window = self._window
         n_acked = len(window.acked) if window is not None else 0
+        n_acked = n_acked if n_acked >= _DELETE_WITH_PUT else 0
         if (
             not self._inline
             or self._handed != self._done
             or store.wal_frames + frames(msgs, n_acked) >= store.wal_pages
         ):
             return None
-        acked = window.take_acked() if window is not None else []
+        acked = window.take_acked() if window is not None and n_acked else []
         try:
             seqs = store.insert_now(msgs, acked)
         except StorageError:
@@ -234,11 +239,23 @@ class SqliteOutbox:
                 if window is None or not rows or not window.offer(rows):
                     self._ready.set()
                 if inline:
-                    await asyncio.sleep(0)  # a turn of the loop, as a commit on the worker gives
+                    await self._turn()
                 return
         self._mem.push(msgs)
         self._gauges()
         self._ready.set()
+
+    async def _turn(self) -> None:
+        """Give the loop a turn once `_TURN_S` passed since put() last gave one.
+
+        A commit on the worker gave one each; one on the loop gives none. A turn per put()
+        (epoll, acks read, the window's task) cost more than the commit, so puts in a row
+        take turns by time: acks and other tasks wait no longer than `_TURN_S`.
+        """
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._turned >= _TURN_S:
+            await asyncio.sleep(0)
+            self._turned = loop.time()
 
     async def _move_aside(
         self, items: Sequence[tuple[int | None, Outgoing, Undeliverable]]

@@ -274,15 +274,18 @@ class Store:
         db = self._conn()
         try:
             deleted = 0
-            if len(msgs) == 1 and not acked:  # one statement: a transaction of its own
+            if len(msgs) > 1 or acked:  # else one statement, a transaction of its own
+                db.execute("BEGIN IMMEDIATE")
+            if len(msgs) == 1:
                 last = db.execute(_INSERT, _row(msgs[0])).lastrowid
             else:
-                db.execute("BEGIN IMMEDIATE")
                 db.executemany(_INSERT, [_row(m) for m in msgs])
                 last = db.execute("SELECT last_insert_rowid()").fetchone()[0]
+            if acked:
                 before = db.total_changes
                 db.executemany(_DELETE, [(s,) for s in acked])
                 deleted = db.total_changes - before
+            if db.in_transaction:
                 db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback(db)

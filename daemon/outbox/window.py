@@ -168,8 +168,9 @@ class Window:
                 return False
         self._queue(rows)
         if not self.link_failed:
-            self._launch()  # at once: waking the window's task for it costs a turn of the loop
-        self.wake.set()
+            # At once, and without waking the window's task (a turn of the loop per put()):
+            # what _launch leaves queued goes when acks come in, which wake the task.
+            self._launch()
         return True
 
     def take_acked(self) -> list[int]:

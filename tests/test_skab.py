@@ -146,7 +146,7 @@ def test_the_running_agent_learns_a_skab_pump_and_alarms_as_model_eval_does(
     csv = DATA / "valve1" / "3.csv"
     env = tmp_path / "site.env"
     env.write_text(f"EDGE_ASSETS__PROFILES='{json.dumps([_profile(400)])}'\n")
-    recs, states, agent = _replay(broker, tmp_path, csv, "skab-v1-3", env, rows_per_s=60)
+    recs, states, agent = _replay(broker, tmp_path, csv, "skab-v1-3", env, rows_per_s=240)
     assert [s["state"] for s in states][-1] == "scoring", states
     assert any(s.get("stage") == "recording" for s in states), states
     assert recs, agent.log_text()
@@ -179,7 +179,7 @@ def test_a_healthy_pump_configured_by_a_profile_in_an_env_file_stays_quiet(
     short.write_text("\n".join(lines[: end + 1]) + "\n")
     env = tmp_path / "site.env"
     env.write_text(f"EDGE_ASSETS__PROFILES='{json.dumps([_profile(3600)])}'\n")
-    recs, states, agent = _replay(broker, tmp_path, short, "skab-healthy", env, rows_per_s=400)
+    recs, states, agent = _replay(broker, tmp_path, short, "skab-healthy", env, rows_per_s=800)
     assert states[-1]["state"] == "scoring", states
     scored = [r for r in agent.lines if r.get("event") == "learned model scoring"]
     assert scored, agent.log_text()

@@ -14,7 +14,7 @@ def test_demo_prints_a_recommendation_and_stops_cleanly_on_ctrl_c(
     run = run_demo(
         [
             "--speed",
-            "30",
+            "60",
             "--fault",
             fault,
             "--onset",

@@ -7,7 +7,7 @@ publishing it fails for a reason of its own (paho raises on it, the broker refus
 Such a message never blocks its queue: it is moved aside, counted by priority and reason
 (`edge_outbox_aside_total`), logged (one line per reason per 10 s, with the count held
 back), and kept for inspection: in the outbox file's `aside` table (`store.ASIDE_MAX_ROWS`
-newest, the first `store.ASIDE_PAYLOAD_BYTES` of each payload), or in memory while the file
+newest, the first `ASIDE_PAYLOAD_BYTES` of each payload), or in memory while the file
 cannot be written.
 """
 
@@ -31,6 +31,8 @@ MQTT_MAX_PACKET: Final = 268_435_455  # the largest remaining length MQTT can en
 _PACKET_OVERHEAD: Final = 1024  # fixed header, packet id, properties (the msg_id property)
 _SHOWN_TOPIC_CHARS: Final = 200  # of a topic in a log line
 MEMORY_MAX: Final = 256  # copies kept in memory while the file cannot be written
+ASIDE_PAYLOAD_BYTES: Final = 16 * 1024  # of a payload kept in the file's table `aside`
+ASIDE_TOPIC_CHARS: Final = 1024  # of a topic (and of an asset) kept there
 
 
 class Undeliverable(NamedTuple):
@@ -99,3 +101,21 @@ class AsideLog:
     def keep_in_memory(self, items: list[Aside]) -> None:
         """Hold copies in memory (bounded: the oldest go first)."""
         self.memory.extend(items)
+
+
+def row(item: Aside) -> tuple[object, ...]:
+    """The row of the outbox file's table `aside` that keeps `item` (cut to the bounds)."""
+    msg = item.msg
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(item.at))
+    return (
+        at,
+        item.why.why,
+        item.why.detail,
+        int(msg.priority),
+        msg.msg_id,
+        msg.key[:ASIDE_TOPIC_CHARS],
+        msg.topic[:ASIDE_TOPIC_CHARS],
+        len(msg.topic),
+        msg.payload[:ASIDE_PAYLOAD_BYTES],
+        len(msg.payload),
+    )

@@ -36,7 +36,10 @@ log = structlog.get_logger(__name__)
 _RETRY_MIN_S: Final = 0.5
 _RETRY_MAX_S: Final = 30.0
 _RECOVER_EVERY_S: Final = 1.0  # how often a degraded outbox tries its file again
-_TURN_S: Final = 0.001  # puts committing on the loop give it a turn this often at least
+# A commit on the worker gave the loop a turn per put(); one on the loop gives none. A turn
+# per put() (epoll, acks read, the window's task) cost more than the commit, so puts in a row
+# give one when this long passed since the last: acks and other tasks wait no longer.
+_TURN_S: Final = 0.001
 _DELETE_WITH_PUT: Final = 64  # acked rows a put() deletes with its own, once this many wait
 _T = TypeVar("_T")
 _Item = tuple[int | None, Outgoing, Undeliverable]  # (row in the file or None, message, why)
@@ -94,7 +97,7 @@ class SqliteOutbox:
         # equal when the worker is idle, and the event loop may then use the file itself.
         self._handed = self._done = 0
         self._inline = settings.synchronous == "normal"  # full: fsync per commit, off the loop
-        self._turned = 0.0  # loop time put() last gave the loop a turn (_turn)
+        self._turned = 0.0  # when put() last gave the loop a turn (_TURN_S)
         try:
             self._store.open()
         except StorageError as exc:
@@ -215,7 +218,8 @@ class SqliteOutbox:
         """
         if not msgs:
             return
-        await self._recover()
+        if self._degraded is not None:
+            await self._recover()
         verdicts = [(m, check(m, self._settings.max_bytes)) for m in msgs]
         bad = [(None, m, why) for m, why in verdicts if why is not None]
         if bad:
@@ -223,39 +227,32 @@ class SqliteOutbox:
             msgs = [m for m, why in verdicts if why is None]
             if not msgs:
                 return
-        if self._degraded is None:
-            try:
-                seqs = self._insert_now(msgs)
-                inline = seqs is not None
-                if not inline:
-                    dropped, seqs = await self._call(self._insert, list(msgs), self._pinned())
-                    self._dropped(dropped)
-            except StorageError as exc:
-                self._degrade(exc)
-            else:
-                self._gauges()
-                window = self._window
-                rows = list(zip(seqs, msgs, strict=True)) if seqs is not None else []
-                if window is None or not rows or not window.offer(rows):
-                    self._ready.set()
-                if inline:
-                    await self._turn()
-                return
+        if self._degraded is None and await self._put_file(msgs):
+            return
         self._mem.push(msgs)
         self._gauges()
         self._ready.set()
 
-    async def _turn(self) -> None:
-        """Give the loop a turn once `_TURN_S` passed since put() last gave one.
-
-        A commit on the worker gave one each; one on the loop gives none. A turn per put()
-        (epoll, acks read, the window's task) cost more than the commit, so puts in a row
-        take turns by time: acks and other tasks wait no longer than `_TURN_S`.
-        """
-        loop = asyncio.get_running_loop()
-        if loop.time() - self._turned >= _TURN_S:
+    async def _put_file(self, msgs: Sequence[Outgoing]) -> bool:
+        """Commit to the file and offer the rows to the window; False: the file failed."""
+        try:
+            seqs = self._insert_now(msgs)
+            inline = seqs is not None
+            if not inline:
+                dropped, seqs = await self._call(self._insert, list(msgs), self._pinned())
+                self._dropped(dropped)
+        except StorageError as exc:
+            self._degrade(exc)
+            return False
+        metrics.OUTBOX_DEPTH.set(self.depth())  # degraded: 0 since _recover
+        window = self._window
+        rows = list(zip(seqs, msgs, strict=True)) if seqs is not None else []
+        if window is None or not rows or not window.offer(rows):
+            self._ready.set()
+        if inline and time.monotonic() - self._turned >= _TURN_S:
             await asyncio.sleep(0)
-            self._turned = loop.time()
+            self._turned = time.monotonic()
+        return True
 
     async def _move_aside(
         self, items: Sequence[tuple[int | None, Outgoing, Undeliverable]]

@@ -10,8 +10,8 @@ published) until the new one fits; a message of a lower class than everything st
 dropped itself.
 
 Messages that can never be delivered are moved aside into the table `aside` (see aside.py):
-at most `ASIDE_MAX_ROWS` rows, newest kept, each holding the first `ASIDE_PAYLOAD_BYTES` of
-its payload and `ASIDE_TOPIC_CHARS` of its topic with their full lengths. Inspect them with
+at most `ASIDE_MAX_ROWS` rows, newest kept, each holding the first `aside.ASIDE_PAYLOAD_BYTES` of
+its payload and `aside.ASIDE_TOPIC_CHARS` of its topic with their full lengths. Inspect them with
 `sqlite3 outbox.db 'SELECT at, reason, msg_id, topic, payload_bytes FROM aside'`.
 """
 
@@ -22,7 +22,6 @@ import datetime as dt
 import errno
 import math
 import sqlite3
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Final, Literal
 import structlog
 
 from edge_agent.core.readings import Outgoing, Priority
+from edge_agent.daemon.outbox.aside import row as aside_row
 
 if TYPE_CHECKING:
     from edge_agent.daemon.outbox.aside import Aside
@@ -67,8 +67,6 @@ CREATE TABLE IF NOT EXISTS aside (
 );
 """
 ASIDE_MAX_ROWS: Final = 256
-ASIDE_PAYLOAD_BYTES: Final = 16 * 1024
-ASIDE_TOPIC_CHARS: Final = 1024
 _ASIDE_INSERT: Final = (
     "INSERT INTO aside (at, reason, detail, priority, msg_id, key, topic, topic_chars, payload, "
     "payload_bytes) VALUES (?,?,?,?,?,?,?,?,?,?)"
@@ -100,23 +98,6 @@ def _kind(exc: sqlite3.Error) -> Kind:
     if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
         return "corrupt"
     return "io"
-
-
-def _aside_row(item: Aside) -> tuple[object, ...]:
-    msg = item.msg
-    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(item.at))
-    return (
-        at,
-        item.why.why,
-        item.why.detail,
-        int(msg.priority),
-        msg.msg_id,
-        msg.key[:ASIDE_TOPIC_CHARS],
-        msg.topic[:ASIDE_TOPIC_CHARS],
-        len(msg.topic),
-        msg.payload[:ASIDE_PAYLOAD_BYTES],
-        len(msg.payload),
-    )
 
 
 def _row(msg: Outgoing) -> tuple[int, str, bytes, str, str, int, int]:
@@ -425,7 +406,7 @@ class Store:
         are still deleted (a message that can never go must not block its queue).
         """
         db = self._conn()
-        for rows in ([_aside_row(c) for c in copies], []):
+        for rows in ([aside_row(c) for c in copies], []):
             before = db.total_changes
             try:
                 db.execute("BEGIN IMMEDIATE")

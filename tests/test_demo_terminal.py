@@ -57,7 +57,7 @@ def test_version() -> None:
 
 
 def test_demo_heartbeat_until_the_first_alert_then_the_page_url_and_the_report() -> None:
-    demo = LiveDemo(["--speed", "20", "--assets", "3", "--fault", "cavitation", "--onset", "300"])
+    demo = LiveDemo(["--speed", "40", "--assets", "3", "--fault", "cavitation", "--onset", "300"])
     try:
         demo.wait_for("Live page: http://127.0.0.1:", 60)
         _, beat = demo.wait_for("watching 3 pumps", 30)

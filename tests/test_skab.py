@@ -109,7 +109,7 @@ def _replay(
         f"edge-agent/gw-test/recommendations/{asset}",
         f"edge-agent/gw-test/assets/{asset}/state",
     )
-    # Replayed ~20-50x faster than the pump ran: the gate's load shedding (meant for a
+    # Replayed 240-800x faster than the pump ran: the gate's load shedding (meant for a
     # real overload) would skip the normal windows of the catch-up after the fit.
     agent = AgentProcess(
         broker, tmp_path / "state", {"EDGE_GATE__MODE": "all"}, ("--env-file", str(env_file))

@@ -36,7 +36,7 @@ from edge_agent.connectors.opcua_nodes import (
     operation_limits,
     parse_node_map,
     read_requests,
-    reading_of,
+    readings_of,
     resolve,
     subscription_parameters,
     to_reading,
@@ -338,12 +338,7 @@ class OpcUaSource:
     ) -> None:
         received = time.time()
         self._last_publish = time.monotonic()  # keep-alives count: the server is there
-        get = handles.get
-        self._push(
-            (node, reading_of(node, value, status, source, server, received))
-            for handle, value, status, source, server in publish.changes
-            if (node := get(handle)) is not None
-        )
+        self._push(readings_of(publish.changes, handles, received))
         for notification in publish.other:
             if isinstance(notification, ua.StatusChangeNotification):
                 # The server closed the subscription (or asyncua reports the link down).

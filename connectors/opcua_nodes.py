@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from asyncua import ua
@@ -22,6 +22,9 @@ from edge_agent.core.readings import Quality, Reading
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
 _new = tuple.__new__  # Reading(...) without NamedTuple's keyword handling
+# One data change as a publish carries it: client handle, value (None: null), status code,
+# source and server timestamp in seconds since the epoch (None: absent or null).
+Change = tuple[int, Any, int, float | None, float | None]
 
 # Timestamps before this are the encoding's "null" (1601) or a clock that was never set.
 _OLDEST_TS = 1e8
@@ -234,6 +237,26 @@ def reading_of(
     return _new(
         Reading, (node.asset, node.signal, source_ts or server_ts or received, value, quality)
     )
+
+
+def readings_of(
+    changes: Iterable[Change], handles: Mapping[int, MappedNode], received: float
+) -> Iterator[tuple[MappedNode, Reading | None]]:
+    """The readings of a publish's data changes, by client handle (unknown handles skipped).
+
+    A Good float with a source timestamp, nearly every value, is built here directly;
+    the rest goes through `reading_of`.
+    """
+    get, good = handles.get, Quality.GOOD
+    for handle, raw, status, source_ts, server_ts in changes:
+        node = get(handle)
+        if node is None:
+            continue
+        if status == 0 and source_ts is not None and raw.__class__ is float:
+            value = raw * node.scale + node.offset
+            yield node, _new(Reading, (node.asset, node.signal, source_ts, value, good))
+        else:
+            yield node, reading_of(node, raw, status, source_ts, server_ts, received)
 
 
 def to_reading(node: MappedNode, dv: ua.DataValue, received: float) -> Reading | None:

@@ -71,7 +71,7 @@ def _offline_report(driver: WebDriver, evidence_id: str, state_dir: str, out: Pa
 def test_page_shows_the_fault_when_mqtt_does_and_its_report_plots_the_onset(
     tmp_path: Path,
 ) -> None:
-    demo = LiveDemo(["--speed", "20", "--assets", "3", "--fault", "cavitation", "--onset", "200"])
+    demo = LiveDemo(["--speed", "30", "--assets", "3", "--fault", "cavitation", "--onset", "200"])
     try:
         _, banner = demo.wait_for("develops cavitation", 60)
         onset = _onset(banner)

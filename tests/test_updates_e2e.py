@@ -255,7 +255,8 @@ def test_sigkill_during_a_step(
     Every durable step in between is killed in turn in test_updates_crash.py."""
     old, new = ops.bundle(2), ops.bundle(3)
     url, handler = slow_server
-    env = agent_env | {"EDGE_UPDATES__PROBATION_S": "5"}
+    # A probation long enough to be killed in; the download step keeps agent_env's 1 s.
+    env = agent_env | {"EDGE_UPDATES__PROBATION_S": "5"} if step == "probation" else agent_env
     agent = start_agent(broker, tmp_path / "state", env)
     states = States(listener)
     try:

@@ -109,21 +109,27 @@ class Listener:
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.client = paho.Client(CallbackAPIVersion.VERSION2)
         ready = threading.Event()
+        subacks = threading.Semaphore(0)
 
         def on_connect(client: paho.Client, *_: object) -> None:
             for f in filters:
                 client.subscribe(f, qos=1)
             ready.set()
 
+        def on_subscribe(*_: object) -> None:
+            subacks.release()
+
         def on_message(_c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
             self.messages.put((msg.topic, bytes(msg.payload)))
 
         self.client.on_connect = on_connect
+        self.client.on_subscribe = on_subscribe
         self.client.on_message = on_message
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
         assert ready.wait(10), "listener could not connect"
-        time.sleep(0.2)  # let the SUBACKs land before anything is published
+        for f in filters:  # every SUBACK has landed before anything is published
+            assert subacks.acquire(timeout=10), f"no SUBACK for {f}"
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         """Publish and wait until the broker has it."""

@@ -418,7 +418,7 @@ class Retention:
         log.info("assets_forgotten", part="retention", asset=asset[:200])
 
     def _history_gone(self, block: Block, reason: str) -> None:
-        RETENTION_EVICTIONS.labels("history", reason).inc(block.ts.size)
+        RETENTION_EVICTIONS.labels("history", reason).inc(block.size)
         if not block.sent:
             self._warn_key(
                 "history_evicted_unsent", asset=block.asset, signal=block.signal, reason=reason

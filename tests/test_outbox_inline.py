@@ -130,3 +130,34 @@ async def test_wal_stays_bounded_and_acked_rows_go_with_commits_on_the_loop(
     # The WAL: its checkpoint size (64 pages at this cap) plus one transaction, at most.
     assert biggest_wal <= 32 + (64 + 8) * (PAGE_SIZE + 24), biggest_wal
     assert handed < n // 4, f"{handed} jobs on the worker: commits and deletes were not inline"
+
+
+async def test_another_writer_holding_the_file_never_stalls_the_loop(tmp_path: Path) -> None:
+    """Its lock is waited for on the worker thread; put() returns once the row is stored."""
+    outbox = open_outbox(OutboxSettings(), tmp_path)
+    await outbox.put([Outgoing("t/a", b"0", new_id(), "a")])  # the first commit: on the worker
+    other = sqlite3.connect(tmp_path / "outbox.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # an operator's sqlite3 shell, say, in a write
+    loop = asyncio.get_running_loop()
+    loop.call_later(1.0, other.execute, "ROLLBACK")
+    gaps: list[float] = []
+
+    async def tick() -> None:
+        last = loop.time()
+        while True:
+            await asyncio.sleep(0.01)
+            gaps.append(loop.time() - last - 0.01)
+            last = loop.time()
+
+    ticker = asyncio.create_task(tick())
+    started = loop.time()
+    await outbox.put([Outgoing("t/a", b"1", new_id(), "a")])
+    waited = loop.time() - started
+    ticker.cancel()
+    other.close()
+    await outbox.close()
+    assert waited >= 0.9, "put() returned while another connection held the write lock"
+    stall = max(gaps, default=waited)  # no tick at all: blocked throughout
+    assert stall < 0.3, f"the loop stalled {stall:.2f} s waiting for the lock"
+    with sqlite3.connect(tmp_path / "outbox.db") as db:
+        assert [r[0] for r in db.execute("SELECT payload FROM msg ORDER BY seq")] == [b"0", b"1"]

@@ -110,8 +110,10 @@ class SqliteOutbox:
 
     def _job(self, fn: Callable[..., _T], args: tuple[object, ...]) -> _T:
         try:
+            self._store.patient(wait=True)  # here, another writer's lock may be waited for
             return fn(*args)
         finally:
+            self._store.patient(wait=False)  # the loop never waits (_insert_now)
             self._done += 1  # only this thread writes it
 
     def _insert_now(self, msgs: Sequence[Outgoing]) -> range | None:

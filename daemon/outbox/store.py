@@ -78,6 +78,7 @@ _INSERT: Final = (
     "INSERT INTO msg (priority, topic, payload, msg_id, key, qos, retain) VALUES (?,?,?,?,?,?,?)"
 )
 _DELETE: Final = "DELETE FROM msg WHERE seq = ?"
+BUSY_WAIT_MS: Final = 5000  # for another connection's write lock, on the worker thread only
 _CLASSES_DESC: Final = sorted(Priority, reverse=True)
 
 
@@ -135,6 +136,7 @@ class Store:
         self.inserted: range | None = None  # seqs of the last insert(); None if it made room
         self.wal_pages = max(16, min(4096, self.cap_pages // 4))  # WAL frames between checkpoints
         self.wal_frames = 0  # WAL frames written since the last checkpoint (an upper estimate)
+        self._patient = False  # busy_timeout on: set by the worker thread around its jobs
 
     @property
     def is_open(self) -> bool:
@@ -188,6 +190,8 @@ class Store:
         if check != "ok":
             raise StorageError("corrupt", f"quick_check: {check}")
         db.execute(f"PRAGMA synchronous={self._sync}")
+        db.execute("PRAGMA busy_timeout=0")  # never wait for another writer on the loop (patient)
+        self._patient = False
         db.execute(f"PRAGMA max_page_count={self.cap_pages}")
         # Checkpoints fsync (milliseconds): never automatic, which could run one inside a
         # commit made on the event loop (insert_now); the worker thread runs them (_checked).
@@ -250,7 +254,8 @@ class Store:
         """Store `msgs` and delete the acknowledged rows `acked`, in one transaction.
 
         For the event loop while the worker thread is idle: never checkpoints nor makes room.
-        Returns the seqs the rows took; None (rolled back) at the cap: insert() then.
+        Returns the seqs the rows took; None (rolled back) at the cap or when another
+        connection holds the write lock: insert() then, on the worker thread.
         """
         db = self._conn()
         try:
@@ -270,13 +275,21 @@ class Store:
                 db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback(db)
-            if _kind(exc) == "full" and self._at_cap(msgs):
+            busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+            if busy or (_kind(exc) == "full" and self._at_cap(msgs)):
                 return None
             raise StorageError(_kind(exc), str(exc)) from exc
         assert last is not None
         self.count = max(0, self.count + len(msgs) - deleted)
         self.wal_frames += frames(msgs, len(acked))
         return range(last - len(msgs) + 1, last + 1)
+
+    def patient(self, *, wait: bool) -> None:
+        """Wait up to `BUSY_WAIT_MS` for another writer's lock (worker thread), or fail at once."""
+        if self._db is not None and wait != self._patient:
+            with contextlib.suppress(sqlite3.Error):  # the next statement says what is wrong
+                self._db.execute(f"PRAGMA busy_timeout={BUSY_WAIT_MS if wait else 0}")
+                self._patient = wait
 
     def _checked(self, written: int) -> None:
         """Count WAL frames written; checkpoint once `wal_pages` may be there (worker only)."""

@@ -40,6 +40,7 @@ _RECOVER_EVERY_S: Final = 1.0  # how often a degraded outbox tries its file agai
 # per put() (epoll, acks read, the window's task) cost more than the commit, so puts in a row
 # give one when this long passed since the last: acks and other tasks wait no longer.
 _TURN_S: Final = 0.001
+_INLINE_MAX_FRAMES: Final = 256  # larger commits (~0.5 MiB and up) go to the worker thread
 _DELETE_WITH_PUT: Final = 64  # acked rows a put() deletes with its own, once this many wait
 _T = TypeVar("_T")
 _Item = tuple[int | None, Outgoing, Undeliverable]  # (row in the file or None, message, why)
@@ -129,10 +130,12 @@ class SqliteOutbox:
         window = self._window
         n_acked = len(window.acked) if window is not None else 0
         n_acked = n_acked if n_acked >= _DELETE_WITH_PUT else 0
+        written = frames(msgs, n_acked)
         if (
             not self._inline
             or self._handed != self._done
-            or store.wal_frames + frames(msgs, n_acked) >= store.wal_pages
+            or written > _INLINE_MAX_FRAMES
+            or store.wal_frames + written >= store.wal_pages
         ):
             return None
         acked = window.take_acked() if window is not None and n_acked else []

@@ -10,10 +10,11 @@ started again on the same state directory (at 30 minutes: an outage every 5, a k
 
 It prints recommendations made (the agent's log), delivered (received upstream, by id),
 lost (made and never delivered: must be 0) and duplicated (received more than once: MQTT's
-at-least-once), the agent's RSS one minute after its first start and at the end (and the
-largest growth within one process), the assets left unscored at the end, and how long the
-last SIGTERM took; it exits 1 when anything is lost, RSS grew 10 % or more, or an asset is
-unscored. The figures also go to build/soak.json.
+at-least-once), the agent's RSS one minute and three (the warm-up) after its first start
+and at the end, the growth from the warm-up to the end and the largest growth within one
+process (from its warm-up to its kill), the assets left unscored at the end, and how long the
+last SIGTERM took; it exits 1 when anything is lost, RSS grew 10 % or more, an asset is
+left unscored or the SIGTERM took over 10 s. The figures also go to build/soak.json.
 
     make soak                    # 30 minutes
     SOAK_MINUTES=6 make soak     # a short proof: outages every minute, a kill every 2
@@ -45,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "build" / "soak.json"
 PUMPS = 20
 SPEED = 20.0  # simulated seconds per wall second
+WARM_UP_S = 180.0
 NORMAL_S, FAULT_S = 2400.0, 1800.0  # a pump's cycle, simulated
 GATEWAY = "gw-soak"
 PREFIX = f"edge-agent/{GATEWAY}"
@@ -185,7 +187,11 @@ class Schedule:
         self.feed.loop_start()
         self.agent = self._start()
         self.agent.wait_for_log("agent running", 120)
-        self.rss_start = self.seg_start = 0.0
+        self.rss_first = self.rss_start = self.seg_start = 0.0
+        # RSS is compared from the end of a warm-up: in its first minutes a process fills what
+        # is bounded but starts empty (SQLite page caches, the page's hour of windows, rings
+        # touched page by page, ONNX Runtime's arena); growth after that is what must not be.
+        self.warm_up = min(WARM_UP_S, self.kill_every / 2)
         self.segments: list[tuple[float, float]] = []  # (RSS a minute in, RSS at its end)
         self.next_outage, self.outage_end = self.outage_every, -1.0
         self.next_kill = self.kill_every
@@ -199,7 +205,10 @@ class Schedule:
             topic, payload = hostile(self.hostile, self.pumps[0].ts)
             self.feed.publish(topic, payload)
             self.hostile += 1
-        if not self.seg_start and time.monotonic() - self.agent.started > 60:
+        up = time.monotonic() - self.agent.started
+        if not self.rss_first and up > 60:
+            self.rss_first = self.agent.rss_mb()
+        if not self.seg_start and up > self.warm_up:
             self.seg_start = self.agent.rss_mb()
             self.rss_start = self.rss_start or self.seg_start
         if now >= self.next_outage:
@@ -256,7 +265,9 @@ class Schedule:
             "duplicated": sum(n - 1 for n in delivered.values() if n > 1),
             "delivered_not_logged": len(set(delivered) - set(made)),
             "kinds": dict(Counter(v.split()[1] for v in made.values())),
+            "rss_1_minute_in_mb": round(self.rss_first, 1),
             "rss_start_mb": round(start, 1),
+            "rss_start_after_s": self.warm_up,
             "rss_end_mb": round(rss_end, 1),
             "rss_growth_pct": round(100 * (rss_end - start) / start, 1) if start else None,
             "rss_growth_within_a_process_max_pct": round(100 * max(growth), 1) if growth else None,
@@ -313,6 +324,7 @@ def main() -> None:
         or figures["unscored"]
         or (growth is not None and growth >= 10)
         or (within is not None and within >= 10)
+        or figures["sigterm_s"] > 10  # issue 13: SIGTERM ends the agent within 10 s
     )
     print("soak:", "FAILED" if bad else "passed")
     sys.exit(1 if bad else 0)

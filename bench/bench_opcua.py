@@ -24,9 +24,10 @@ import sys
 import time
 from datetime import UTC
 from pathlib import Path
+from typing import Any
 
 from asyncua import ua
-from asyncua.server import monitored_item_service
+from asyncua.server import monitored_item_service, uaprocessor
 from asyncua.server.server import Server
 
 from edge_agent.connectors.opcua import OpcUaSource
@@ -58,6 +59,31 @@ def _plain_values() -> None:
     monitored_item_service.MonitoredItemValues.set_current_datavalue = keep  # type: ignore[method-assign,assignment]
 
 
+def _sample_publish_lag(samples: list[float]) -> None:
+    """As each publish response leaves the server, note how old its values are (1 in 20).
+
+    That part of the lag is the server's: its publishing interval (a value waits for the
+    next one) and, on a busy machine, its waiting for CPU. What the bench measures beyond
+    it is the client's: encoding, transfer, decoding, handing on.
+    """
+    original = uaprocessor.UaProcessor.forward_publish_response
+
+    async def forward(
+        self: uaprocessor.UaProcessor, result: ua.PublishResult, request: Any
+    ) -> None:
+        now = time.time()
+        for notification in result.NotificationMessage.NotificationData or ():
+            if isinstance(notification, ua.DataChangeNotification):
+                samples.extend(
+                    now - item.Value.SourceTimestamp.timestamp()
+                    for item in notification.MonitoredItems[::20]
+                    if item.Value is not None and item.Value.SourceTimestamp is not None
+                )
+        await original(self, result, request)
+
+    uaprocessor.UaProcessor.forward_publish_response = forward  # type: ignore[method-assign,assignment]
+
+
 def _pin(cpu: int | None) -> None:
     """Run this process on one CPU (None: leave it to the scheduler)."""
     if cpu is not None and hasattr(os, "sched_setaffinity"):
@@ -74,6 +100,8 @@ def serve(cpu: int | None) -> None:
     """
     _pin(cpu)
     _plain_values()
+    samples: list[float] = []
+    _sample_publish_lag(samples)
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -98,14 +126,16 @@ def serve(cpu: int | None) -> None:
             port = server.bserver.port if server.bserver is not None else 0
             hello = {"endpoint": f"opc.tcp://127.0.0.1:{port}", "nodes": node_map}
             print("SERVER " + json.dumps(hello), flush=True)
-            ticker = asyncio.create_task(_tick(server, nodes, stop))
+            ticker = asyncio.create_task(_tick(server, nodes, stop, samples))
             await stop.wait()
             ticker.cancel()
 
     asyncio.run(run())
 
 
-async def _tick(server: Server, nodes: list[ua.NodeId], stop: asyncio.Event) -> None:
+async def _tick(
+    server: Server, nodes: list[ua.NodeId], stop: asyncio.Event, samples: list[float]
+) -> None:
     loop = asyncio.get_running_loop()
     interval = 1 / RATE_HZ
     ticks = 0
@@ -120,7 +150,9 @@ async def _tick(server: Server, nodes: list[ua.NodeId], stop: asyncio.Event) -> 
         ticks += 1
         if loop.time() - reported >= REPORT_S:
             reported = loop.time()
-            print(f"STEPS {ticks} {time.monotonic()} {time.process_time()}", flush=True)
+            lags = json.dumps([round(lag, 4) for lag in samples])
+            samples.clear()
+            print(f"STEPS {ticks} {time.monotonic()} {time.process_time()} {lags}", flush=True)
         due += interval
         if loop.time() - due > 1.0:  # far behind (a busy machine): skip ahead, never burst
             due = loop.time()
@@ -148,14 +180,16 @@ class _Server:
             msg = "the OPC UA server process did not start"
             raise RuntimeError(msg)
         self.reports: list[tuple[float, int, float]] = []  # (monotonic, ticks, CPU seconds)
+        self.lags: list[tuple[float, list[float]]] = []  # (monotonic, lag at publish: seconds)
 
     async def follow(self) -> None:
         """Collect the reports until the server's output ends."""
         assert self.proc.stdout is not None
         while line := await asyncio.to_thread(self.proc.stdout.readline):
             if line.startswith("STEPS "):
-                _, n, t, cpu = line.split()
+                _, n, t, cpu, lags = line.split(maxsplit=4)
                 self.reports.append((float(t), int(n), float(cpu)))
+                self.lags.append((float(t), json.loads(lags)))
 
     def since(self, t: float) -> tuple[int, float, float]:
         """Ticks, CPU seconds and wall seconds from monotonic time `t` to the last report."""
@@ -219,6 +253,8 @@ async def _run(seconds: float, server_cpu: int | None) -> None:
                 depth.append((elapsed, int(metrics.OPCUA_BUFFERED._value.get())))
             client_cpu = time.process_time() - cpu0
             ticks, server_cpu_s, server_wall = server.since(warm)
+            # a report covers the half second before it
+            in_server = [lag for t, lags in server.lags if t > warm + REPORT_S for lag in lags]
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -256,6 +292,12 @@ async def _run(seconds: float, server_cpu: int | None) -> None:
         f"{statistics.median(measured) * 1000:.0f} ms, p99 {p99:.0f} ms (goal p99 <= "
         f"{GOAL_P99_MS:g} ms: {'met' if p99 <= GOAL_P99_MS else 'NOT met'})"
     )
+    if in_server:
+        print(
+            f"  of it in the server, before its publish response left (its publishing "
+            f"interval, its wait for CPU): median {statistics.median(in_server) * 1000:.0f} ms, "
+            f"p99 {_p(in_server, 0.99) * 1000:.0f} ms"
+        )
     print(
         f"backlog grew: {'YES' if grew else 'no'} (buffer max first third {early_depth}, "
         f"last third {late_depth}; median lag first third "

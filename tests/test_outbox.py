@@ -9,7 +9,8 @@ from edge_agent.connectors.mqtt import MqttClient
 from edge_agent.connectors.settings import MqttSettings
 from edge_agent.connectors.uplink import MqttSink
 from edge_agent.core.readings import Outgoing, Priority, new_id
-from edge_agent.daemon.outbox.queue import MemoryQueue, open_outbox
+from edge_agent.daemon.outbox.memory import MemoryQueue
+from edge_agent.daemon.outbox.queue import open_outbox
 from edge_agent.daemon.outbox.settings import OutboxSettings
 from edge_agent.simulator.broker import Broker
 from tests.test_mqtt import WAIT_S, Collector, connected, mqtt_settings, sample

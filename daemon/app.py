@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import socket
 import time
@@ -397,6 +398,10 @@ async def run_agent(
                 background = _background(tg, agent, uplink, notifier, pressure)
                 delivery = tg.create_task(agent.deliver(MqttSink(uplink)), name="outbox")
                 agent.ready = True
+                # What start-up made (modules, model, packs, settings) lives as long as the
+                # process: out of the collector's sight, a collection walks only what the
+                # flow makes (bench outbox: 283 -> 8 ms of collections per 30,000 messages).
+                gc.freeze()
                 notifier.ready(agent.status_line())
                 if ready is not None:
                     ready.set()

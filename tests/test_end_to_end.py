@@ -51,7 +51,7 @@ def test_fault_on_one_pump_is_recommended_and_healthy_pumps_stay_quiet(
     agent.start()
     try:
         agent.wait_for_log("agent running")
-        time.sleep(0.5)  # the agent's SUBACK
+        # "agent running" comes once its sources' subscriptions are acknowledged
         for _ in range(int(DURATION_S)):
             for pump in pumps:
                 ts, values = pump.step()

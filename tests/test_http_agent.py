@@ -54,7 +54,7 @@ def test_counters_move_with_readings_drops_and_recommendations(
     agent.start()
     try:
         agent.wait_for_log("agent running")
-        time.sleep(0.5)  # the agent's SUBACK
+        # "agent running" comes once its sources' subscriptions are acknowledged
         before = _scrape(port)
         readings0 = _total(before, "edge_readings_total")
         rejected0 = _total(before, "edge_messages_rejected_total")

@@ -53,7 +53,7 @@ def test_overload_engages_degraded_mode_advice_continues_and_it_clears(
     agent.start()
     try:
         agent.wait_for_log("agent running")
-        time.sleep(0.5)  # the agent's SUBACK
+        # "agent running" comes once its sources' subscriptions are acknowledged
         assert _gauge(port, "edge_degraded") == 0
         for _ in range(SECONDS // CHUNK_S):
             for pump in pumps:

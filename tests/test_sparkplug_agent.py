@@ -63,7 +63,7 @@ def test_a_fault_over_sparkplug_is_advised_like_the_same_fault_over_json(
     node: EdgeNode | None = None
     try:
         agent.wait_for_log("agent running")
-        time.sleep(0.5)  # the agent's SUBACKs
+        # "agent running" comes once its sources' subscriptions are acknowledged
         node = EdgeNode(broker, "plant", "line-1")
         node.nbirth(int(START * 1000) - 1000)
         for pump in over_sparkplug:

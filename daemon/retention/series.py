@@ -24,7 +24,7 @@ from operator import itemgetter
 import numpy as np
 from numpy.typing import NDArray
 
-from edge_agent.core.readings import Reading
+from edge_agent.core.readings import Quality, Reading
 from edge_agent.daemon.retention.compression import Compressor
 from edge_agent.daemon.retention.ring import BYTES_PER_SAMPLE, SignalRing
 from edge_agent.daemon.retention.settings import RetentionSettings
@@ -33,6 +33,7 @@ F64 = NDArray[np.float64]
 U8 = NDArray[np.uint8]
 Arrays = tuple[F64, F64, U8]  # ts, values, quality
 _BY_TS = itemgetter(2)
+_GOOD = Quality.GOOD
 
 
 @dataclass(slots=True)
@@ -88,11 +89,15 @@ class Series:
         if not unwritten:
             return None
         self.unwritten = []
+        n = len(unwritten)
         _, _, ts, values, quality = zip(*unwritten, strict=True)
+        # fromiter and a count of GOOD: np.array over Python floats, and over the IntEnum
+        # qualities above all, costs several times as much.
+        all_good = quality.count(_GOOD) == n
         return (
-            np.array(ts, dtype=np.float64),
-            np.array(values, dtype=np.float64),
-            np.array(quality, dtype=np.uint8),
+            np.fromiter(ts, dtype=np.float64, count=n),
+            np.fromiter(values, dtype=np.float64, count=n),
+            np.zeros(n, dtype=np.uint8) if all_good else np.array(quality, dtype=np.uint8),
         )
 
     def clean(self, t: F64, v: F64, q: U8) -> tuple[Arrays, int]:
@@ -186,23 +191,25 @@ class SeriesTable:
         late: list[tuple[str, str]] = []
         refused: Counter[tuple[str, str]] = Counter()
         for r in readings:
-            series = series_of((r[0], r[1]))
+            asset, signal, ts, _, _ = r
+            series = series_of((asset, signal))
             if series is None:
-                series = self.for_signal(r[0], r[1])
+                series = self.for_signal(asset, signal)
                 if series is None:
-                    refused[r[0], r[1]] += 1
+                    refused[asset, signal] += 1
                     continue
-            if r[2] > series.last:
-                if r[2] - series.last > jump and not series.confirms(r[2], jump):
-                    refused[r[0], ""] += 1
+            last = series.last
+            if ts > last:
+                if ts - last > jump and not series.confirms(ts, jump):
+                    refused[asset, ""] += 1
                     continue
-                series.last = r[2]
+                series.last = ts
                 unwritten = series.unwritten
                 unwritten.append(r)
                 if len(unwritten) == flush_at:
-                    full.append(series.asset)
+                    full.append(asset)
             else:
-                late.append((r[0], r[1]))
+                late.append((asset, signal))
         return full, late, refused
 
     def keep_signals(self, signals: Iterable[str] | None) -> None:

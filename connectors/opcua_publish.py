@@ -192,9 +192,8 @@ class PublishLoop:
             while True:
                 request = ua.PublishRequest()
                 request.Parameters.SubscriptionAcknowledgements, self._acks = self._acks, []
-                data = await self._send(request, timeout=0)  # the server holds it
-                try:
-                    publish = decode_publish(data)
+                try:  # a ServiceFault comes as an exception from send, a bad result from decode
+                    publish = decode_publish(await self._send(request, timeout=0))  # held there
                 except UaStatusCodeError as exc:
                     if exc.code == StatusCodes.BadTimeout:
                         continue

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC
 from typing import Any
 
 import pytest
 from asyncua import ua
 from asyncua.common.utils import Buffer
+from asyncua.server.uaprocessor import UaProcessor
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.ua_binary import struct_from_binary, struct_to_binary
 from asyncua.ua.uaerrors import UaStatusCodeError
@@ -18,8 +19,9 @@ from asyncua.ua.uaerrors import UaStatusCodeError
 from edge_agent.connectors.opcua import PUBLISH_REQUESTS
 from edge_agent.connectors.opcua_nodes import epoch
 from edge_agent.connectors.opcua_publish import decode_publish
-from edge_agent.core.readings import Quality
+from edge_agent.core.readings import Quality, Reading
 from edge_agent.simulator.opcua_server import PlantServer
+from edge_agent.simulator.plant import SIGNALS
 from tests.test_opcua import WAIT_S, dropped, opcua_settings, running
 
 T0 = ua.DateTime(2027, 1, 15, 8, 30, 1, 123456, tzinfo=UTC)
@@ -137,22 +139,23 @@ async def plant() -> AsyncIterator[PlantServer]:
         yield server
 
 
-async def test_keeps_several_publish_requests_queued_at_the_server(plant: PlantServer) -> None:
+def queued(plant: PlantServer) -> int:
+    """PublishRequests the server holds for its (only) client."""
     assert plant._server is not None
     assert plant._server.bserver is not None
     clients = plant._server.bserver.clients
+    processor = clients[0].processor if clients else None
+    return len(processor._publish_requests) if processor is not None else 0
 
-    def queued() -> int:
-        processor = clients[0].processor if clients else None
-        return len(processor._publish_requests) if processor is not None else 0
 
+async def test_keeps_several_publish_requests_queued_at_the_server(plant: PlantServer) -> None:
     async with running(opcua_settings(plant, plant.node_map())) as (source, _):
         await source.wait_ready()
         async with asyncio.timeout(WAIT_S):
-            while queued() < PUBLISH_REQUESTS:
+            while queued(plant) < PUBLISH_REQUESTS:
                 await asyncio.sleep(0.02)
         await asyncio.sleep(0.3)  # answers are acknowledged and asked for again, no more
-        assert queued() == PUBLISH_REQUESTS
+        assert queued(plant) == PUBLISH_REQUESTS
 
 
 async def test_values_of_every_kind_reach_the_pipeline_or_are_counted(plant: PlantServer) -> None:
@@ -199,3 +202,25 @@ async def test_values_of_every_kind_reach_the_pipeline_or_are_counted(plant: Pla
     assert str(fresh["level", ts + 1].value) == "nan"
     assert dropped("opcua_not_numeric") >= before + 2  # the string and the array, at least once
     assert not any(r.signal in {"mode", "profile"} for r in readings)
+
+
+def every_signal_at(ts: float) -> Callable[[list[Reading]], bool]:
+    return lambda rs: sum(r.ts == ts for r in rs) == len(SIGNALS)
+
+
+async def test_a_server_that_takes_fewer_requests_gets_fewer(
+    plant: PlantServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server keeps one request per subscription; each further one evicts the oldest
+    # with BadTooManyPublishRequests. The session carries on with one request queued.
+    monkeypatch.setattr(UaProcessor, "publish_request_limit", lambda _self, _subs: 1)
+    async with running(opcua_settings(plant, plant.node_map())) as (source, got):
+        await source.wait_ready()
+        await asyncio.sleep(0.5)  # the evictions come as the requests arrive
+        for _ in range(3):
+            ts = (await plant.step())["pump-1"][0]
+            await got.until(every_signal_at(ts))
+        assert queued(plant) == 1
+        assert source.connected.is_set()
+        assert source._sessions == 1
+        assert source.last_error is None

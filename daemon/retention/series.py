@@ -34,6 +34,7 @@ U8 = NDArray[np.uint8]
 Arrays = tuple[F64, F64, U8]  # ts, values, quality
 _BY_TS = itemgetter(2)
 _GOOD = Quality.GOOD
+_NO_SERIES: dict[str, Series] = {}  # an asset with none yet (never written to)
 
 
 @dataclass(slots=True)
@@ -156,6 +157,7 @@ class SeriesTable:
         self._max_series = settings.ring_bytes // (self._capacity * BYTES_PER_SAMPLE)
         self.by_key: dict[tuple[str, str], Series] = {}
         self._by_asset: dict[str, list[Series]] = {}
+        self._signals_of: dict[str, dict[str, Series]] = {}  # the same series, by asset
         self._seen: dict[str, float] = {}  # asset -> monotonic time it last had readings
         self._signals: frozenset[str] | None = None  # None: every signal
         self.nbytes = 0
@@ -175,6 +177,7 @@ class SeriesTable:
         self.by_key[(asset, signal)] = series
         self.nbytes += series.ring.nbytes
         self._by_asset.setdefault(asset, []).append(series)
+        self._signals_of.setdefault(asset, {})[signal] = series
         return series
 
     def take(
@@ -186,18 +189,24 @@ class SeriesTable:
         that got a reading not after their newest, and the readings refused by (asset,
         signal): no ring for them, or (signal "") a jump held back.
         """
-        series_of = self.by_key.get
+        signals_of = self._signals_of
         full: list[str] = []
         late: list[tuple[str, str]] = []
         refused: Counter[tuple[str, str]] = Counter()
+        # A message's readings come together: its asset's series are looked up once a run.
+        asset_now: str | None = None
+        mine: dict[str, Series] = {}
         for r in readings:
             asset, signal, ts, _, _ = r
-            series = series_of((asset, signal))
+            if asset is not asset_now:
+                asset_now, mine = asset, signals_of.get(asset, _NO_SERIES)
+            series = mine.get(signal)
             if series is None:
                 series = self.for_signal(asset, signal)
                 if series is None:
                     refused[asset, signal] += 1
                     continue
+                mine = signals_of[asset]
             last = series.last
             if ts > last:
                 if ts - last > jump and not series.confirms(ts, jump):
@@ -232,6 +241,7 @@ class SeriesTable:
         """Forget an asset's series (their rings freed); return them."""
         self._seen.pop(asset, None)
         gone = self._by_asset.pop(asset, [])
+        self._signals_of.pop(asset, None)
         for series in gone:
             del self.by_key[(series.asset, series.signal)]
             self.nbytes -= series.ring.nbytes

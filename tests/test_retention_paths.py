@@ -1,8 +1,9 @@
 """Retention's compressor decides the same points however its samples arrive (issue 14).
 
-The short-chunk paths carry state between calls (the deadband's runs, the door left open over
-its pending samples); these tests hold them to the output of one call over the whole stream,
-which takes the numpy paths, including a deviation that widens between calls.
+The short-chunk paths carry state between calls (the deadband's reference, the door left open
+over its pending samples, resumed by the next call); these tests hold them to the output of
+one call over the whole stream, which takes the numpy paths, including a deviation that
+widens between calls.
 """
 
 from __future__ import annotations

@@ -13,10 +13,9 @@ get here. The work per call is numpy over the samples plus a Python step per *re
 point, so steady signals are cheap. Short chunks (up to `SMALL_CHUNK` samples to decide) run
 the same arithmetic in plain Python instead: there the fixed cost of each numpy call, paid
 per retained point, outweighs the loop (noisy signals retain most samples), and the results
-are identical, float for float (tests/test_compression.py compares both paths). There the
-deadband decides each sample against its neighbour in one numpy pass and loops only over
-the runs that stay in its band, and a door still open when a call ends resumes where it
-stopped instead of scanning its pending samples again (tests/test_retention_paths.py).
+are identical, float for float (tests/test_compression.py compares both paths). A door
+still open when a call ends resumes there from its saved slopes instead of scanning its
+pending samples again (tests/test_retention_paths.py).
 """
 
 from __future__ import annotations
@@ -54,25 +53,6 @@ def _first_after(t: F64, origin: float, interval: float) -> int:
     return i
 
 
-def _band_exit(
-    t: list[float],
-    v: list[float],
-    j: int,
-    ref: tuple[float, float],
-    deviation: float,
-    interval: float,
-) -> int:
-    """The first sample from `j` on that is late or out of the band of `ref` (len(t) if none)."""
-    ref_t, ref_v = ref
-    n = len(t)
-    while j < n:
-        dv = v[j] - ref_v  # abs() spelled out: this loop runs per sample
-        if t[j] - ref_t > interval or dv > deviation or -dv > deviation:
-            return j
-        j += 1
-    return n
-
-
 def _late_index(t: list[float], origin: float, interval: float, start: int) -> int:
     """`_first_after` over a list from `start` on: t[i] - origin grows with i."""
     if t[-1] - origin <= interval:
@@ -103,7 +83,7 @@ class Deadband:
         if ts.size == 0:
             return _empty()
         if ts.size <= SMALL_CHUNK:
-            return self._feed_small(ts, values)
+            return self._feed_small(ts.tolist(), values.tolist())
         if self._prev is None:
             ext_t, ext_v, start = ts, values, 1
             kept = [0]
@@ -133,71 +113,37 @@ class Deadband:
         idx = np.asarray(kept, dtype=np.intp)
         return ext_t[idx], ext_v[idx]
 
-    def _feed_small(self, ts: F64, values: F64) -> tuple[F64, F64]:
-        """`feed` for short chunks: numpy for the steps between neighbours, Python for the rest.
-
-        While the last sample is kept, the next one is decided against its neighbour alone
-        (`jumps`, one numpy pass); only after a sample within the band of its neighbour does
-        a run compare samples against a reference in Python, until the next exception. Noisy
-        signals, where most samples are kept, thus cost a few numpy calls a chunk.
-        """
-        prev = self._prev
-        if prev is None:
+    def _feed_small(self, ts: list[float], values: list[float]) -> tuple[F64, F64]:
+        """`feed` in plain Python, step for step (short chunks)."""
+        if self._prev is None:
             ext_t, ext_v = ts, values
+            kept = [0]
+            ref_t, ref_v = ts[0], values[0]
+            ref_idx = 0
         else:
-            ext_t = np.concatenate(((prev[0],), ts))
-            ext_v = np.concatenate(((prev[1],), values))
-        n = ext_t.size
-        # jumps[j - 1]: sample j is an exception against sample j - 1 (as _band_exit decides).
-        jumps = np.abs(ext_v[1:] - ext_v[:-1]) > self.deviation
-        jumps |= ext_t[1:] - ext_t[:-1] > self.max_interval
-        keep = np.empty(n, dtype=np.bool_)
-        keep[0] = prev is None
-        keep[1:] = jumps
-        calm = (np.flatnonzero(~jumps) + 1).tolist()  # samples not kept after a kept one
-        tl, vl = ext_t.tolist(), ext_v.tolist()
-        against_old = prev is not None and not self._prev_kept
-        ref = self._ref if against_old and self._ref is not None else (tl[0], vl[0])
-        last = self._mark_runs(keep, calm, tl, vl, ref if against_old else None)
-        self._ref = (tl[last], vl[last]) if last >= 0 else ref
-        self._prev = (tl[-1], vl[-1])
-        self._prev_kept = last == n - 1
-        return ext_t[keep], ext_v[keep]
-
-    def _mark_runs(
-        self,
-        keep: NDArray[np.bool_],
-        calm: list[int],
-        t: list[float],
-        v: list[float],
-        ref: tuple[float, float] | None,
-    ) -> int:
-        """Clear `keep` over the runs that stay in the band; return the last kept index.
-
-        `keep` holds `jumps` (every sample kept while the one before it is); each calm sample
-        starts a run compared against the sample before it, up to the next exception. With
-        `ref`, the chunk starts with such a run against it (its index -1: the last kept
-        sample is none of this chunk's when the run never ends).
-        """
-        n = len(t)
-        last, pos, todo = -1, 1, iter(calm)
-        skip_from = 1 if ref is not None else n
-        while True:
-            if skip_from == n:  # kept from `pos` on, up to the next calm sample
-                f = next((f for f in todo if f >= pos), n)
-                if f == n:
-                    return n - 1
-                ref, last, skip_from = (t[f - 1], v[f - 1]), f - 1, f + 1
-            assert ref is not None
-            j = _band_exit(t, v, skip_from, ref, self.deviation, self.max_interval)
-            if j == n:
-                keep[skip_from:] = False
-                return last
-            if self.keep_previous:
-                j -= 1  # keep the value before the exception, then look at j again from it
-            keep[skip_from:j] = False
-            keep[j] = True
-            last, pos, skip_from = j, j + 1, n
+            ext_t, ext_v = [self._prev[0], *ts], [self._prev[1], *values]
+            kept = []
+            ref_t, ref_v = self._ref if self._ref is not None else self._prev
+            ref_idx = 0 if self._prev_kept else -1
+        deviation, interval, keep_previous = self.deviation, self.max_interval, self.keep_previous
+        n = len(ext_t)
+        j = 1
+        while j < n:
+            # The next sample to report: late (as `_first_after` decides) or out of the band.
+            dv = ext_v[j] - ref_v  # abs() spelled out: this loop runs per sample
+            if ext_t[j] - ref_t > interval or dv > deviation or -dv > deviation:
+                if keep_previous and j - 1 != ref_idx:
+                    j -= 1  # keep the value before the exception, then look at j again from it
+                kept.append(j)
+                ref_idx, ref_t, ref_v = j, ext_t[j], ext_v[j]
+            j += 1
+        self._ref = (ref_t, ref_v)
+        self._prev = (ext_t[-1], ext_v[-1])
+        self._prev_kept = ref_idx == n - 1
+        return (
+            np.array([ext_t[i] for i in kept], dtype=np.float64),
+            np.array([ext_v[i] for i in kept], dtype=np.float64),
+        )
 
     def flush(self) -> tuple[F64, F64]:
         """Keep the last sample seen, so that a reader can interpolate up to it."""

@@ -75,7 +75,8 @@ _ASIDE_TRIM: Final = (
     "DELETE FROM aside WHERE seq NOT IN (SELECT seq FROM aside ORDER BY seq DESC LIMIT ?)"
 )
 _INSERT: Final = (
-    "INSERT INTO msg (priority, topic, payload, msg_id, key, qos, retain) VALUES (?,?,?,?,?,?,?)"
+    "INSERT INTO msg (seq, priority, topic, payload, msg_id, key, qos, retain) "
+    "VALUES (?,?,?,?,?,?,?,?)"
 )
 _DELETE: Final = "DELETE FROM msg WHERE seq = ?"
 BUSY_WAIT_MS: Final = 5000  # for another connection's write lock, on the worker thread only
@@ -101,16 +102,9 @@ def _kind(exc: sqlite3.Error) -> Kind:
     return "io"
 
 
-def _row(msg: Outgoing) -> tuple[int, str, bytes, str, str, int, int]:
-    return (
-        int(msg.priority),
-        msg.topic,
-        msg.payload,
-        msg.msg_id,
-        msg.key,
-        msg.qos,
-        int(msg.retain),
-    )
+def _row(seq: int, msg: Outgoing) -> tuple[int, int, str, bytes, str, str, int, int]:
+    m = msg
+    return (seq, int(m.priority), m.topic, m.payload, m.msg_id, m.key, m.qos, int(m.retain))
 
 
 def frames(msgs: Sequence[Outgoing], deleted: int) -> int:
@@ -137,6 +131,9 @@ class Store:
         self.wal_pages = max(16, min(4096, self.cap_pages // 4))  # WAL frames between checkpoints
         self.wal_frames = 0  # WAL frames written since the last checkpoint (an upper estimate)
         self._patient = False  # busy_timeout on: set by the worker thread around its jobs
+        # The next row's seq, never repeated in a process: SQLite's max(seq) + 1 gave an emptied
+        # table's seqs again, which the window still held as being deleted and never sent.
+        self._next_seq = 1
 
     @property
     def is_open(self) -> bool:
@@ -199,6 +196,8 @@ class Store:
         db.execute(f"PRAGMA journal_size_limit={self.wal_pages * PAGE_SIZE}")
         db.executescript(_SCHEMA)
         self.count = db.execute("SELECT count(*) FROM msg").fetchone()[0]
+        last = db.execute("SELECT coalesce(max(seq), 0) FROM msg").fetchone()[0]
+        self._next_seq = max(self._next_seq, int(last) + 1)
         self.wal_frames = self.wal_pages  # what a crash left in the WAL: checkpoint first
         self.aside = db.execute("SELECT count(*) FROM aside").fetchone()[0]
 
@@ -234,9 +233,9 @@ class Store:
         db = self._conn()
         self.inserted = None
         try:
+            first = self._take(len(msgs))
             db.execute("BEGIN IMMEDIATE")
-            db.executemany(_INSERT, [_row(m) for m in msgs])
-            last = db.execute("SELECT last_insert_rowid()").fetchone()[0]
+            db.executemany(_INSERT, [_row(first + i, m) for i, m in enumerate(msgs)])
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback(db)
@@ -244,8 +243,7 @@ class Store:
             if kind != "full" or not self._at_cap(msgs):
                 raise StorageError(kind, str(exc)) from exc
             return self._insert_making_room(db, msgs, pinned)
-        # One transaction, one writer: each row took the next seq after the largest.
-        self.inserted = range(last - len(msgs) + 1, last + 1)
+        self.inserted = range(first, first + len(msgs))
         self.count += len(msgs)
         self._checked(frames(msgs, 0))
         return []
@@ -260,13 +258,13 @@ class Store:
         db = self._conn()
         try:
             deleted = 0
+            first = self._take(len(msgs))
             if len(msgs) > 1 or acked:  # else one statement, a transaction of its own
                 db.execute("BEGIN IMMEDIATE")
             if len(msgs) == 1:
-                last = db.execute(_INSERT, _row(msgs[0])).lastrowid
+                db.execute(_INSERT, _row(first, msgs[0]))
             else:
-                db.executemany(_INSERT, [_row(m) for m in msgs])
-                last = db.execute("SELECT last_insert_rowid()").fetchone()[0]
+                db.executemany(_INSERT, [_row(first + i, m) for i, m in enumerate(msgs)])
             if acked:
                 before = db.total_changes
                 db.executemany(_DELETE, [(s,) for s in acked])
@@ -279,10 +277,15 @@ class Store:
             if busy or (_kind(exc) == "full" and self._at_cap(msgs)):
                 return None
             raise StorageError(_kind(exc), str(exc)) from exc
-        assert last is not None
         self.count = max(0, self.count + len(msgs) - deleted)
         self.wal_frames += frames(msgs, len(acked))
-        return range(last - len(msgs) + 1, last + 1)
+        return range(first, first + len(msgs))
+
+    def _take(self, n: int) -> int:
+        """Reserve `n` seqs; the first (a failed insert leaves a gap: order is what counts)."""
+        first = self._next_seq
+        self._next_seq += n
+        return first
 
     def patient(self, *, wait: bool) -> None:
         """Wait up to `BUSY_WAIT_MS` for another writer's lock (worker thread), or fail at once."""
@@ -328,7 +331,7 @@ class Store:
             while True:
                 try:
                     db.execute("BEGIN IMMEDIATE")
-                    db.execute(_INSERT, _row(msg))
+                    db.execute(_INSERT, _row(self._take(1), msg))
                     db.execute("COMMIT")
                     self.count += 1
                     self._checked(frames([msg], 0))

@@ -109,7 +109,7 @@ def _replay(
         f"edge-agent/gw-test/recommendations/{asset}",
         f"edge-agent/gw-test/assets/{asset}/state",
     )
-    # Replayed 240-800x faster than the pump ran: the gate's load shedding (meant for a
+    # Replayed 240-400x faster than the pump ran: the gate's load shedding (meant for a
     # real overload) would skip the normal windows of the catch-up after the fit.
     agent = AgentProcess(
         broker, tmp_path / "state", {"EDGE_GATE__MODE": "all"}, ("--env-file", str(env_file))
@@ -179,7 +179,7 @@ def test_a_healthy_pump_configured_by_a_profile_in_an_env_file_stays_quiet(
     short.write_text("\n".join(lines[: end + 1]) + "\n")
     env = tmp_path / "site.env"
     env.write_text(f"EDGE_ASSETS__PROFILES='{json.dumps([_profile(3600)])}'\n")
-    recs, states, agent = _replay(broker, tmp_path, short, "skab-healthy", env, rows_per_s=800)
+    recs, states, agent = _replay(broker, tmp_path, short, "skab-healthy", env, rows_per_s=400)
     assert states[-1]["state"] == "scoring", states
     scored = [r for r in agent.lines if r.get("event") == "learned model scoring"]
     assert scored, agent.log_text()

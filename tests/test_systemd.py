@@ -72,7 +72,7 @@ def test_unit_has_what_the_agent_relies_on() -> None:
     assert d["RestrictAddressFamilies"] == ["AF_INET AF_INET6 AF_UNIX"]
     assert "@system-service" in d["SystemCallFilter"]
     assert d["ExecStart"] == ["/usr/bin/env edge-agent run"]
-    # systemd must wait longer than the agent's own shutdown timeout (10 s by default).
+    # systemd must wait longer than the agent's own bound on a stop (5 s drain + 4 s by default).
     assert int(d["TimeoutStopSec"][0]) > 10
 
 

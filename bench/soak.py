@@ -14,7 +14,8 @@ at-least-once), the agent's RSS one minute and three (the warm-up) after its fir
 and at the end, the growth from the warm-up to the end and the largest growth within one
 process (from its warm-up to its kill), the assets left unscored at the end, and how long the
 last SIGTERM took; it exits 1 when anything is lost, RSS grew 10 % or more, an asset is
-left unscored or the SIGTERM took over 10 s. The figures also go to build/soak.json.
+left unscored or the SIGTERM took over 10 s. The figures also go to build/soak.json, each
+run's log lines to build/soak-agent-N.log.
 
     make soak                    # 30 minutes
     SOAK_MINUTES=6 make soak     # a short proof: outages every minute, a kill every 2
@@ -295,6 +296,9 @@ def run(minutes: float) -> dict[str, Any]:
             time.sleep(max(0.0, t0 + (k + 1) / SPEED - time.monotonic()))
         figures = schedule.finish(listener)
         listener.client.loop_stop()
+        for i, agent in enumerate(schedule.runs):  # for a lost or late message: what happened
+            with (OUT.parent / f"soak-agent-{i}.log").open("w") as f:
+                f.writelines(json.dumps(e) + "\n" for e in agent.lines)
     return {"minutes": minutes, "pumps": PUMPS, "speed": SPEED} | figures
 
 

@@ -280,6 +280,11 @@ class Schedule:
 def run(minutes: float) -> dict[str, Any]:
     """The soak; returns its figures."""
     persist = Path(tempfile.mkdtemp(prefix="soak-upstream-"))
+    # mosquitto started as root saves as its own user: a 0700 root directory made its
+    # persistence fail ("Error saving in-memory database"), each restart lost the listener's
+    # session, and what the agent sent before the listener subscribed again was dropped by
+    # the broker (no matching subscribers): "lost" by the harness, not by the agent.
+    persist.chmod(0o777)
     with (
         running_broker() as sensors,
         running_broker(f"persistence true\npersistence_location {persist}/\n") as upstream,

@@ -170,11 +170,26 @@ class Window(Mapping[str, object]):
         context = scope.context
         for root in roots:
             if root == "at_raise":  # differs from rule to rule within the window
-                context.add_variable(root, dict(self.at_raise))
+                context.add_variable(root, _no_nan(self.at_raise))
             elif root not in scope.pushed:
-                context.add_variable(root, self[root])
+                value = self[root]
+                context.add_variable(root, _no_nan(value) if root == "stats" else value)
                 scope.pushed.add(root)
         return context
+
+
+def _no_nan(value: object) -> object:
+    """`value` with NaN as null, for CEL.
+
+    The CEL runtime refuses NaN in every operation ("No such overload"), so a condition on
+    a baseline not learnt yet (a fresh gate, after a restart) could never hold; as null it
+    is testable (`x == null || ...`), like the role fields.
+    """
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    return value
 
 
 def _probs(w: Window) -> dict[str, float]:

@@ -86,7 +86,7 @@ def _payload(kind: str, rid: str, **extra: object) -> bytes:
         "window_ts": 1_750_000_100.0,
         "title": f"{kind}: overheating on pump-2",
         "model": {"name": "pump-fault", "version": "1.0.0"},
-        "rule_pack": {"name": "default", "version": "1.4.0"},
+        "rule_pack": {"name": "default", "version": "1.4.1"},
         **extra,
     }
     return json.dumps(rec).encode()

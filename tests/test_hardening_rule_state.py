@@ -126,3 +126,20 @@ def test_a_failed_write_is_retried_by_the_next_save(tmp_path: Path) -> None:
         adv.evaluate([window(T0 + 40 + 5 * i, hot=True)._replace(asset="pump-8")])
     later = advisor(tmp_path).evaluate([window(T0 + 100 + 5 * i, hot=True) for i in range(6)])
     assert not [r for r in later if r.kind == "raise"], later
+
+
+def test_a_raise_before_any_baseline_resolves_without_condition_errors(tmp_path: Path) -> None:
+    """Raised by a fresh gate (no baseline yet, NaN), the clear still decides (by its guard),
+    before and after a restart: NaN reached CEL as a value no operation accepts."""
+    adv = advisor(tmp_path)
+    errors = metrics.RULE_ERRORS.labels("overheating")._value.get()
+    raised = adv.evaluate([window(T0 + 5 * i, hot=True, baseline_known=False) for i in range(6)])
+    assert [r.kind for r in raised] == ["raise"]
+    restarted = advisor(tmp_path)
+    cleared = restarted.evaluate(
+        [window(T0 + 300 + 5 * i, hot=False, baseline_known=False) for i in range(14)]
+    )
+    resolved = [r for r in cleared if r.kind == "resolved"]
+    assert len(resolved) == 1, cleared
+    assert resolved[0].payload["resolves"] == raised[0].id
+    assert metrics.RULE_ERRORS.labels("overheating")._value.get() == errors

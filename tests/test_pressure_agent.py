@@ -16,7 +16,7 @@ from tests.agent_proc import AgentProcess, Listener
 START = 1_750_000_000.0
 HEALTHY = 40
 SECONDS = 1200
-CHUNK_S = 100
+CHUNK_S = 300  # rows a message: big enough that its processing lags the loop past the bar
 
 
 def _gauge(port: int, name: str) -> float:
@@ -44,7 +44,9 @@ def test_overload_engages_degraded_mode_advice_continues_and_it_clears(
             # the socket itself, this burst no longer lags it past 100 ms (it did before).
             "EDGE_SERVICE__LAG_HIGH_S": "0.04",
             "EDGE_SERVICE__LAG_LOW_S": "0.015",
-            "EDGE_SERVICE__CLEAR_AFTER_S": "1",
+            # Long enough that one episode spans the burst: with 1 s it could clear and engage
+            # again between the burst's chunks, and the advice fall in a gap (1 run in 4).
+            "EDGE_SERVICE__CLEAR_AFTER_S": "5",
         },
     )
     listener = Listener(broker, "edge-agent/gw-test/recommendations/#")

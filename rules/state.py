@@ -164,7 +164,7 @@ class RuleStore:
                 self._entries[asset] = entry
                 self._seq += 1
                 # NaN and infinities round-trip (cooldowns of -inf, a NaN baseline)
-                upsert.append((asset, self._seq, json.dumps(entry, separators=(",", ":"))))
+                upsert.append((asset, self._seq, _dumps(entry)))
         except (TypeError, ValueError) as exc:
             self._failed("write", exc)
             return
@@ -173,7 +173,7 @@ class RuleStore:
             if entry is None:
                 delete.append((asset,))
             else:
-                upsert.append((asset, self._seq, json.dumps(entry, separators=(",", ":"))))
+                upsert.append((asset, self._seq, _dumps(entry)))
         while len(self._entries) > self._max:
             dropped, _ = self._entries.popitem(last=False)
             delete.append((dropped,))
@@ -182,8 +182,9 @@ class RuleStore:
             db = self._open()
             db.execute("BEGIN")
             try:
-                db.executemany("DELETE FROM asset_state WHERE asset = ?", delete)
+                # Deletes last: an asset stored above and then dropped by the bound must go.
                 db.executemany("INSERT OR REPLACE INTO asset_state VALUES (?, ?, ?)", upsert)
+                db.executemany("DELETE FROM asset_state WHERE asset = ?", delete)
                 db.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
@@ -208,6 +209,10 @@ class RuleStore:
                 "restart an ongoing fault is raised again",
                 held_back=held,
             )
+
+
+def _dumps(entry: dict[str, Any]) -> str:
+    return json.dumps(entry, separators=(",", ":"))
 
 
 def _entry(state: _AssetState) -> dict[str, Any] | None:

@@ -9,6 +9,8 @@ from pydantic import Field, SecretStr, model_validator
 
 from edge_agent.core.settings import Section, TlsSection
 
+SourceName = Literal["mqtt", "opcua", "sparkplug"]  # connectors/registry.py opens each
+
 # What an MQTT session is tuned by, the same for the sensor broker and the uplink; each
 # section sets its own default.
 SessionExpiry = Annotated[

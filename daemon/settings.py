@@ -12,7 +12,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
@@ -28,6 +28,7 @@ from edge_agent.connectors.settings import (
     IngestSettings,
     MqttSettings,
     OpcUaSettings,
+    SourceName,
     SparkplugSettings,
     UnsSettings,
     UplinkSettings,
@@ -43,8 +44,6 @@ from edge_agent.daemon.retention.settings import RetentionSettings
 from edge_agent.daemon.service.settings import ServiceSettings
 from edge_agent.models.settings import ModelSettings
 from edge_agent.rules.settings import RuleSettings
-
-SourceName = Literal["mqtt", "opcua", "sparkplug"]
 
 
 def _default_sources() -> list[SourceName]:

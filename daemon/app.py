@@ -367,8 +367,11 @@ async def run_agent(
     structlog.contextvars.bind_contextvars(gateway=gateway_id(settings))
     notifier = Notifier()
     agent = await asyncio.to_thread(Agent, settings)
+    order, why = settings.model.backend_order()
     log.info(
         "model loaded",
+        backends=order,
+        backends_chosen_by=why,
         model=agent.pipeline.scorer.manifest.name,
         version=agent.pipeline.scorer.manifest.version,
         backend=agent.pipeline.scorer.backend_name,

@@ -12,7 +12,8 @@ import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, get_args
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
@@ -185,13 +186,23 @@ def _json_problems(seen: Mapping[str, str]) -> Iterator[str]:
         model = Settings.model_fields[section].annotation
         assert isinstance(model, type)
         assert issubclass(model, Section)
-        origin = getattr(model.model_fields[field].annotation, "__origin__", None)
-        if origin in (list, dict):
+        annotation = model.model_fields[field].annotation
+        # A list or mapping, or one of them beside words (`Literal["auto"] | list[...]`).
+        options = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else ()
+        words = [w for o in options if get_origin(o) is Literal for w in get_args(o)]
+        origin = next(
+            (k for o in (annotation, *options) if (k := get_origin(o)) in (list, dict)), None
+        )
+        if origin is not None and value not in words:
             try:
                 json.loads(value)
             except json.JSONDecodeError as exc:
                 kind = "list" if origin is list else "object"
-                yield f"{name}={value}: expected a JSON {kind} ({exc.msg} at column {exc.colno})"
+                either = "".join(f"{w} or " for w in words)
+                yield (
+                    f"{name}={value}: expected {either}a JSON {kind} "
+                    f"({exc.msg} at column {exc.colno})"
+                )
 
 
 def _credentials(seen: Mapping[str, str]) -> dict[str, Any]:

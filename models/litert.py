@@ -18,8 +18,14 @@ try:
     from ai_edge_litert.interpreter import Interpreter, load_delegate
 
     RUNTIME = "ai_edge_litert"
-except ImportError:  # pragma: no cover - exercised in the numpy<2 tflite-runtime venv only
-    from tflite_runtime.interpreter import Interpreter, load_delegate
+except ImportError as first:  # exercised in the numpy<2 tflite-runtime venv and without both
+    try:
+        from tflite_runtime.interpreter import Interpreter, load_delegate
+    except ImportError as second:
+        # Where neither is installed (ai-edge-litert has no wheels for the platform), the
+        # registry logs this and the chain moves on: name both, not only the last tried.
+        msg = f"neither ai_edge_litert ({first}) nor tflite_runtime ({second}) can be imported"
+        raise ImportError(msg) from second
 
     RUNTIME = "tflite_runtime"
 
@@ -36,6 +42,7 @@ class LiteRtBackend:
         signals: int = 5,
         classes: int = 8,
         threads: int = 1,
+        window: Sequence[int] = (),
     ) -> None:
         self.interpreter: Any = None
         self.name = ""
@@ -63,7 +70,8 @@ class LiteRtBackend:
         if len(inp) != 1:
             raise ModelError(f"model file {path}: expected one input, found {len(inp)}")
         self._input = int(inp[0]["index"])
-        self._shape = tuple(int(d) for d in inp[0]["shape_signature"][1:])
+        own = tuple(int(d) for d in inp[0]["shape_signature"][1:])
+        self._shape = _window_shape(path, own, tuple(window))
         self._score, self._contrib, self._probs = self._outputs(path, signals, classes)
         self._batch = -1
         # Warm-up: allocation and delegate preparation happen here, not on the first window.
@@ -72,17 +80,18 @@ class LiteRtBackend:
 
     def _outputs(self, path: Path, signals: int, classes: int) -> tuple[int, int, int]:
         # The converter names outputs after the graph, not after the signature: tell them
-        # apart by shape ([N], [N, signals], [N, classes]).
+        # apart by shape ([N], [N, signals], [N, classes]). In a graph whose input is open
+        # (a learned model's template) contrib is [N, -1]; probs keeps its classes.
         found: dict[str, int] = {}
         for d in self.interpreter.get_output_details():
             shape = tuple(int(v) for v in d["shape_signature"])
             if len(shape) == 1:
                 found["score"] = int(d["index"])
-            elif shape[-1] == signals:
+            elif shape[-1] == -1 or shape[-1] == signals != classes:
                 found["contrib"] = int(d["index"])
             elif shape[-1] == classes:
                 found["probs"] = int(d["index"])
-        if len(found) != 3 or signals == classes:
+        if len(found) != 3:
             raise ModelError(f"model file {path}: outputs do not match score, contrib, probs")
         return found["score"], found["contrib"], found["probs"]
 
@@ -98,6 +107,18 @@ class LiteRtBackend:
         self.interpreter.invoke()
         get = self.interpreter.get_tensor
         return ModelOutput(get(self._score), get(self._contrib), get(self._probs))
+
+
+def _window_shape(path: Path, own: tuple[int, ...], window: tuple[int, ...]) -> tuple[int, ...]:
+    """A window's [W, S]: the file's, its open dimensions (-1) taken from `window`."""
+    if not window and min(own, default=0) > 0:
+        return own
+    if len(window) != len(own) or any(o not in {-1, w} for o, w in zip(own, window, strict=True)):
+        raise ModelError(
+            f"model file {path}: input window {list(own)} (-1: open), the "
+            f"manifest's is {list(window) or 'not given'}"
+        )
+    return window
 
 
 @register("litert")
@@ -116,4 +137,5 @@ def create(manifest: Manifest, options: BackendOptions) -> LiteRtBackend:
         options.litert_delegates,
         signals=len(manifest.signals),
         classes=len(manifest.classes),
+        window=(manifest.window, len(manifest.signals)),
     )

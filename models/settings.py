@@ -11,9 +11,32 @@ from edge_agent.core.settings import Section
 
 BackendName = Literal["onnx", "litert"]
 
+# Files that exist only where an NVIDIA GPU is visible to this process: a discrete GPU's
+# device node (desktop driver, also what the NVIDIA container toolkit maps in), and on a
+# Jetson the L4T release file and its GPU device nodes. Looked at, never opened: deciding
+# must not import ONNX Runtime (30 MB) on boxes that will not use it.
+NVIDIA_MARKERS = (
+    Path("/dev/nvidia0"),
+    Path("/etc/nv_tegra_release"),
+    Path("/dev/nvhost-ctrl"),
+    Path("/dev/nvhost-ctrl-gpu"),
+    Path("/dev/nvgpu/igpu0"),
+)
 
-def _default_backends() -> list[BackendName]:
-    return ["onnx"]
+
+def auto_backends(
+    markers: tuple[Path, ...] = NVIDIA_MARKERS,
+) -> tuple[list[BackendName], str]:
+    """The order `auto` stands for here, and why.
+
+    ONNX first where an NVIDIA GPU is visible (its TensorRT/CUDA providers use it); else
+    LiteRT first: on a CPU it scores these small models about 3x faster than ONNX Runtime
+    (bench models) and costs ~12 MB of memory instead of ~37. The other stays as fallback.
+    """
+    for marker in markers:
+        if marker.exists():
+            return ["onnx", "litert"], f"NVIDIA GPU visible ({marker})"
+    return ["litert", "onnx"], "no NVIDIA GPU visible"
 
 
 class ModelSettings(Section):
@@ -22,10 +45,11 @@ class ModelSettings(Section):
     manifest: Path | None = Field(
         None, description="Model manifest.json; empty means the model shipped with the agent."
     )
-    backends: list[BackendName] = Field(
-        default_factory=_default_backends,
+    backends: Literal["auto"] | list[BackendName] = Field(
+        "auto",
         description="Backends to try, in order (JSON list); the first that loads is used and "
-        "the next takes over if it fails.",
+        'the next takes over if it fails. auto: ["onnx", "litert"] where an NVIDIA GPU is '
+        'visible (/dev/nvidia0, a Jetson), else ["litert", "onnx"].',
     )
     onnx_providers: list[str] = Field(
         default_factory=lambda: [
@@ -44,3 +68,15 @@ class ModelSettings(Section):
     precision: Literal["fp32", "int8"] = Field(
         "fp32", description="Model precision to load: fp32, or int8 (smaller and faster)."
     )
+
+    def backend_order(self) -> tuple[list[BackendName], str]:
+        """The backends to try, in order, and why that order (for the start-up log)."""
+        if self.backends == "auto":
+            order, why = auto_backends()
+            return order, f"auto: {why}"
+        return list(self.backends), "EDGE_MODEL__BACKENDS"
+
+    @property
+    def order(self) -> list[BackendName]:
+        """The backends to try, in order: `backends` with `auto` resolved on this box."""
+        return self.backend_order()[0]

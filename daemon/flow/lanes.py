@@ -285,7 +285,7 @@ def build_lane(
     configured backends, with ONNX last when they do not name it (it always has ONNX files).
     """
     model = config.model
-    backends = list(model.backends)
+    backends = list(model.order)
     if manifest.kind == "learned":
         if manifest.adapt is None:  # load_manifest refuses this; a hand-made Manifest may not
             raise ConfigError(f"model {manifest.name}: a learned model needs `adapt`")

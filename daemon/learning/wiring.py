@@ -43,7 +43,7 @@ def build_learner(
         Store(settings.agent.state_dir),
         prefix=prefix,
         build=build,
-        tflite="litert" in settings.model.backends,
+        tflite="litert" in settings.model.order,
     )
     for asset, lane in learner.load():
         pipeline.add_learned(asset, lane)

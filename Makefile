@@ -28,8 +28,11 @@ bench: $(STAMP) system-deps
 soak: $(STAMP) system-deps
 	$(BIN)/python -m bench.soak
 
+# The shipped pump-fault model, then the TFLite template every learned model copies (it fails,
+# naming the new sha256, where another TensorFlow builds a different file).
 model: $(STAMP)
 	$(BIN)/python -m edge_agent.models.training.train
+	$(BIN)/python -m edge_agent.models.training.learned_template
 
 eval: $(STAMP)
 	$(BIN)/python -m edge_agent.models.training.evaluate

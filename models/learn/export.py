@@ -1,13 +1,20 @@
-"""Write a fitted learned model: ONNX fp32 and int8, TFLite when TensorFlow is there, manifest.
+"""Write a fitted learned model: ONNX and TFLite, fp32 and int8, then the manifest.
 
 The graph takes the normalised window [N, W, S] (the scorer subtracts the baseline and
 divides by s*t, both in the manifest) and returns
     contrib [N, S] = mean over the window         (signed: positive = above normal)
     score   [N]    = max_j |contrib_j|            (anomalous when > 1, the manifest threshold)
     probs   [N, 2] = [1 - u, u], u = min(1, score) over classes ["normal", "unknown"]
-It has no weights: every number of the model is in the manifest. So the int8 file
-(onnxruntime's quantize_dynamic, kept so that a precision setting of int8 finds a file) has
-nothing to quantise and computes exactly what the fp32 one does.
+It has no weights: every number of the model is in the manifest. So the int8 files (kept so
+that a precision setting of int8 finds a file) have nothing to quantise and compute exactly
+what the fp32 ones do: the ONNX one is onnxruntime's quantize_dynamic of the fp32 graph, the
+TFLite one the same file as the fp32.
+
+No TensorFlow here: both TFLite files are a copy of one template shipped in the package,
+models/artifacts/learned-template.tflite, the graph above with every input dimension open
+([-1, -1, -1]; LiteRT resizes it to the manifest's [N, W, S]). It is built once with
+TensorFlow by models/training/learned_template.py (`make model`), and checked against
+`TEMPLATE` (sha256 and size) before each copy.
 
 Rules kept: the same fit writes byte-identical files (no times, no random names); each file
 is written to a temporary name and renamed, the manifest last, and the result is read back
@@ -20,9 +27,9 @@ import contextlib
 import logging
 import os
 import re
-import resource
 import tempfile
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,6 +49,7 @@ from edge_agent.models.manifest import (
     Training,
     load_manifest,
     sha256_file,
+    verify_artifact,
 )
 
 log = structlog.get_logger(__name__)
@@ -50,9 +58,16 @@ OPSET = 17
 CLASSES = ("normal", "unknown")
 OUTPUTS = ("score", "contrib", "probs")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # the model's files are named after it
-TF_ADDRESS_SPACE = 2 << 30  # importing TensorFlow 2.21 maps ~1.3 GB (VmPeak), with room
 MAX_BYTES = 100_000  # a learned model's file must stay this small (it is a few hundred bytes)
-TfLite = Literal["auto", "on", "off"]
+TfLite = Literal["auto", "on", "off"]  # "auto" and "on" alike write the TFLite files
+# The TFLite template (models/training/learned_template.py builds it; TensorFlow 2.21.0).
+TEMPLATE = Artifact(
+    file="learned-template.tflite",
+    format="tflite",
+    precision="fp32",
+    sha256="403c1ec0207bb9fd92d11bcc332c85bacbf428d02e2ec99dcfaf7a0815192867",
+    bytes=2028,
+)
 DESCRIPTION = (
     "Learned from one machine's normal operation: score = the largest |window mean - baseline| "
     "/ alarm distance over the signals; contrib = that signed distance per signal; probs = "
@@ -129,44 +144,12 @@ def onnx_int8(fp32: bytes) -> bytes:
         root.removeFilter(quiet)
 
 
-def tflite_models(window: int, signals: int) -> tuple[bytes, bytes] | None:
-    """(fp32, int8) TFLite flatbuffers, or None when TensorFlow cannot be imported."""
-    cap = resource.getrlimit(resource.RLIMIT_AS)[0]
-    if cap != resource.RLIM_INFINITY and cap < TF_ADDRESS_SPACE:
-        # A half-imported TensorFlow that ran out of address space leaves too little for
-        # the rest of the process to finish: do not try.
-        log.info(
-            "no TFLite files: TensorFlow needs more than this process's memory cap",
-            cap_mb=cap >> 20,
-            needs_mb=TF_ADDRESS_SPACE >> 20,
-        )
-        return None
-    try:
-        import tensorflow as tf  # type: ignore[import-untyped]  # noqa: PLC0415
-    except ImportError as exc:
-        log.info("no TFLite files: TensorFlow is not installed", error=str(exc))
-        return None
-    spec = tf.TensorSpec([None, window, signals], tf.float32, name="window")
-
-    @tf.function(input_signature=[spec])  # type: ignore[untyped-decorator]
-    def serve(window: Any) -> dict[str, Any]:
-        contrib = tf.reduce_mean(window, axis=1)
-        score = tf.reduce_max(tf.abs(contrib), axis=1)
-        unknown = tf.minimum(score, 1.0)[:, None]
-        return {"score": score, "contrib": contrib, "probs": tf.concat([1.0 - unknown, unknown], 1)}
-
-    module = tf.Module()
-    module.serve = serve
-
-    def convert(*, optimise: bool) -> bytes:
-        conv = tf.lite.TFLiteConverter.from_concrete_functions(
-            [serve.get_concrete_function()], module
-        )
-        if optimise:  # dynamic-range int8: quantises weights, of which this graph has none
-            conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        return bytes(conv.convert())
-
-    return convert(optimise=False), convert(optimise=True)
+def tflite_template(path: Path | None = None) -> bytes:
+    """The TFLite template's bytes, once its size and sha256 match `TEMPLATE`."""
+    if path is None:
+        path = Path(str(resources.files("edge_agent.models") / "artifacts" / TEMPLATE.file))
+    verify_artifact(path, TEMPLATE)  # ModelError naming the file
+    return path.read_bytes()
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -190,19 +173,9 @@ def _files(fitted: Fitted, name: str, tflite: TfLite) -> Iterator[tuple[str, str
     yield f"{name}.int8.onnx", "onnx", "int8", onnx_int8(fp32)
     if tflite == "off":
         return
-    if s == len(CLASSES):
-        # The LiteRT backend tells contrib [N, S] from probs [N, 2] by shape only.
-        log.info("no TFLite files: with 2 signals contrib and probs have the same shape")
-        return
-    built = tflite_models(fitted.window, s)
-    if built is None and tflite == "on":
-        raise ModelError(
-            "TFLite files asked for, but TensorFlow cannot be imported (or does not fit in "
-            "the memory cap)"
-        )
-    if built is not None:
-        yield f"{name}.fp32.tflite", "tflite", "fp32", built[0]
-        yield f"{name}.int8.tflite", "tflite", "int8", built[1]
+    template = tflite_template()
+    yield f"{name}.fp32.tflite", "tflite", "fp32", template
+    yield f"{name}.int8.tflite", "tflite", "int8", template
 
 
 def manifest_for(fitted: Fitted, artifacts: list[Artifact], name: str, version: str) -> Manifest:

@@ -66,8 +66,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--tflite",
         choices=("auto", "on", "off"),
         default="auto",
-        help="TFLite files: auto (when TensorFlow imports within the memory cap), on (an "
-        "error without TensorFlow), off",
+        help="TFLite files (a copy of the shipped template; no TensorFlow needed): auto and on "
+        "write them, off does not",
     )
     return p.parse_args(argv)
 

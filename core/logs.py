@@ -7,7 +7,21 @@ import sys
 import time
 from typing import Literal
 
-import structlog
+if "structlog" in sys.modules or "rich" in sys.modules:  # imported already: nothing to save
+    import structlog
+else:
+    # structlog.dev and structlog.tracebacks import rich when it is installed (CEL and typer
+    # bring it in): ~4.7 MB resident for pretty tracebacks the agent never renders (its
+    # console lines use plain tracebacks, below). While structlog initialises, `import rich`
+    # fails as for a package that is not installed; afterwards the name is free again, so an
+    # explicit `import rich` (CEL's command line) still loads it. The agent's packages import
+    # this module before structlog (daemon/__init__.py, tests/test_logs.py checks).
+    sys.modules["rich"] = None  # type: ignore[assignment]
+    try:
+        import structlog
+    finally:
+        if sys.modules.get("rich", 0) is None:
+            del sys.modules["rich"]
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 _LEVELS["error"] = logging.ERROR
@@ -20,7 +34,9 @@ def configure(
     out = stream if stream is not None else sys.stderr
     console = fmt == "console" or (fmt == "auto" and getattr(out, "isatty", lambda: False)())
     renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer(colors=False)
+        structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback
+        )
         if console
         else structlog.processors.JSONRenderer()
     )

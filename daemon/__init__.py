@@ -14,3 +14,6 @@ the subpackages of the agent's own machinery:
 May import: core, connectors, models, rules. Only app.py, cli.py and demo.py know all the
 subpackages; demo.py (and only it, through the command line) imports the simulator.
 """
+
+# First, before any module of the daemon imports structlog: core.logs imports it without rich.
+from edge_agent.core import logs as _logs  # noqa: F401

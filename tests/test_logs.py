@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
+import textwrap
 
 import structlog
 
@@ -45,3 +48,34 @@ def test_rate_limited_counts_what_it_held_back() -> None:
     assert limit.allow("not_json") is None
     assert limit.allow("not_json") is None
     assert limit.allow("too_large") == 0
+
+
+def test_the_agent_imports_structlog_without_rich() -> None:
+    """rich (~4.7 MB resident, there for CEL's command line) stays out of the agent."""
+    probe = textwrap.dedent(
+        """
+        import json, sys
+        import edge_agent.daemon.app
+        import structlog.dev
+        before = "rich" in sys.modules
+        import rich.console  # the name is free again: whoever asks for rich gets it
+        print(json.dumps([before, structlog.dev.rich is None, "rich.console" in sys.modules]))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert json.loads(out.stdout.splitlines()[-1]) == [False, True, True]
+
+
+def test_console_lines_show_a_plain_traceback() -> None:
+    out = _Tty()
+    logs.configure("info", "console", stream=out)
+    try:
+        raise ValueError("window of the wrong shape")  # noqa: TRY301
+    except ValueError:
+        structlog.get_logger("t").exception("model backend failed", backend="onnx:cpu")
+    text = out.getvalue()
+    assert "backend=onnx:cpu" in text
+    assert "Traceback (most recent call last)" in text
+    assert "ValueError: window of the wrong shape" in text

@@ -2,19 +2,19 @@
 
 - the worker (`python -m edge_agent.models.learn.worker`, as the agent starts it) on 400 rows
   x 8 signals and on a day at 1 Hz (86,400 rows x 8): wall time and the peak RSS of that
-  process (os.wait4's rusage of the child), without TFLite (a gateway: the `learn` extra)
-  and, where TensorFlow imports, with it;
+  process (os.wait4's rusage of the child), with its TFLite files (copies of the weightless
+  template: no TensorFlow) and without them (`--tflite off`);
 - the fit alone, in this process, on the day;
 - the size of each model file;
-- scoring per window, learned vs shipped model, through the Scorer on ONNX Runtime (one
-  thread), batch 1 and 64.
+- scoring per window, learned vs shipped model, through the Scorer on ONNX Runtime and on
+  LiteRT (the default on a box without an NVIDIA GPU), batch 1 and 64.
 Run alone: `python -m bench.bench_learn`.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
+import itertools
 import json
 import os
 import subprocess
@@ -74,20 +74,18 @@ def _per_window(scorer: Scorer, x: np.ndarray, batch: int) -> float:
 
 
 def main() -> None:
-    has_tf = importlib.util.find_spec("tensorflow") is not None
     with tempfile.TemporaryDirectory(prefix="bench-learn-") as name:
         tmp = Path(name)
         runs: list[tuple[str, int, tuple[str, ...]]] = [
-            ("400 rows x 8", 400, ("--tflite", "off")),
-            ("1 day x 8", 86_400, ("--tflite", "off")),
+            ("400 rows x 8", 400, ()),
+            ("400 rows x 8, no TFLite", 400, ("--tflite", "off")),
+            ("1 day x 8", 86_400, ()),
         ]
-        if has_tf:
-            runs.append(("400 rows x 8 +TFLite", 400, ("--tflite", "on", "--max-memory-mb", "0")))
         learned = None
         for label, n, args in runs:
             seconds, rss, manifest = _worker(_rows(n), tmp, *args)
             print(f"worker fit {label:<22} {seconds:7.2f} s   peak RSS {rss:7.1f} MiB")
-            if n == 400:
+            if learned is None:
                 learned = manifest
         day = _rows(86_400)
         start = time.perf_counter()
@@ -102,18 +100,20 @@ def main() -> None:
         x_shipped = np.random.default_rng(1).normal(
             shipped.normalisation.mean, shipped.normalisation.std, (64, shipped.window, 5)
         )
-        for batch in (1, 64):
+        for backend, batch in itertools.product(("onnx", "litert"), (1, 64)):
             cost = {}
             for tag, manifest, x in (
                 ("learned", learned, x_learned),
                 ("shipped", shipped, x_shipped),
             ):
-                scorer = Scorer(manifest, onnx_providers=("CPUExecutionProvider",))
+                scorer = Scorer(
+                    manifest, backends=(backend,), onnx_providers=("CPUExecutionProvider",)
+                )
                 cost[tag] = _per_window(scorer, np.ascontiguousarray(x, np.float32), batch)
             print(
-                f"Scorer.score onnx fp32 batch {batch:>2}: learned {cost['learned']:7.2f} us/window"
-                f", shipped {cost['shipped']:7.2f} us/window, ratio "
-                f"{cost['learned'] / cost['shipped']:.2f}"
+                f"Scorer.score {backend:<6} fp32 batch {batch:>2}: learned "
+                f"{cost['learned']:7.2f} us/window, shipped {cost['shipped']:7.2f} us/window, "
+                f"ratio {cost['learned'] / cost['shipped']:.2f}"
             )
 
 

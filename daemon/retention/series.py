@@ -160,10 +160,14 @@ class SeriesTable:
         self._signals_of: dict[str, dict[str, Series]] = {}  # the same series, by asset
         self._seen: dict[str, float] = {}  # asset -> monotonic time it last had readings
         self._signals: frozenset[str] | None = None  # None: every signal
-        self.nbytes = 0
 
     def __iter__(self) -> Iterator[Series]:
         return iter(self.by_key.values())
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the rings hold now (each grows as its signal needs, up to its capacity)."""
+        return sum(s.ring.nbytes for s in self.by_key.values())
 
     def for_signal(self, asset: str, signal: str) -> Series | None:
         """The series of one signal, made on first sight; None when no ring fits any more."""
@@ -175,7 +179,6 @@ class SeriesTable:
         span = s.spans.get(f"{asset}/{signal}", s.spans.get(signal))
         series = Series(asset, signal, SignalRing(self._capacity, s.ring_seconds), deviation, span)
         self.by_key[(asset, signal)] = series
-        self.nbytes += series.ring.nbytes
         self._by_asset.setdefault(asset, []).append(series)
         self._signals_of.setdefault(asset, {})[signal] = series
         return series
@@ -244,7 +247,6 @@ class SeriesTable:
         self._signals_of.pop(asset, None)
         for series in gone:
             del self.by_key[(series.asset, series.signal)]
-            self.nbytes -= series.ring.nbytes
         return gone
 
     @property

@@ -41,8 +41,18 @@ def _loaded(code: str, names: tuple[str, ...]) -> dict[str, bool]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def test_importing_the_agent_loads_no_runtime_it_may_not_use() -> None:
-    loaded = _loaded("import edge_agent.daemon.app", NOT_AT_IMPORT)
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import edge_agent.daemon.app",
+        # `edge-agent run` (what systemd starts): the command line with every subcommand's
+        # parser, before the agent itself.
+        "import edge_agent.daemon.cli as c\nc.build_parser()\nimport edge_agent.daemon.app",
+    ],
+    ids=["app", "cli"],
+)
+def test_importing_the_agent_loads_no_runtime_it_may_not_use(code: str) -> None:
+    loaded = _loaded(code, NOT_AT_IMPORT)
     assert not [name for name, yes in loaded.items() if yes]
 
 

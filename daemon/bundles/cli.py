@@ -9,43 +9,28 @@ import os
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    load_pem_private_key,
-)
 
 from edge_agent.core.errors import BundleError, ConfigError
 from edge_agent.core.readings import Outgoing, new_id
-from edge_agent.daemon.bundles.build import (
-    GOLDEN,
-    build,
-    model_files,
-    model_input_of,
-    write_manifest,
-)
-from edge_agent.daemon.bundles.bundle import (
-    TrustedKeys,
-    key_id,
-    public_key_line,
-    read_manifest,
-    sign,
-    verify_bundle,
-)
-from edge_agent.daemon.bundles.fetch import Job
 from edge_agent.daemon.bundles.manifest import (
     MAX_BUNDLE_BYTES,
     BundleManifest,
     BundleRejectedError,
 )
-from edge_agent.daemon.bundles.probation import ProbeLimits, check_bundle, make_golden
 from edge_agent.daemon.bundles.settings import UpdateSettings
 from edge_agent.daemon.settings import load_settings
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from edge_agent.daemon.bundles.fetch import Job
+
+# The modules that sign, build, verify and probe bundles (and cryptography, ~9 MB resident)
+# are imported by the commands that use them: `edge-agent run` builds this parser too.
 
 GOLDEN_WINDOWS = 8
 GOLDEN_SEED = 20240611
@@ -60,6 +45,11 @@ def _summary(m: BundleManifest) -> str:
 
 
 def _load_private_key(path: Path) -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: PLC0415
+        Ed25519PrivateKey,
+    )
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key  # noqa: PLC0415
+
     try:
         key = load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
@@ -70,6 +60,17 @@ def _load_private_key(path: Path) -> Ed25519PrivateKey:
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: PLC0415
+        Ed25519PrivateKey,
+    )
+    from cryptography.hazmat.primitives.serialization import (  # noqa: PLC0415
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+    )
+
+    from edge_agent.daemon.bundles.bundle import key_id, public_key_line  # noqa: PLC0415
+
     out: Path = args.out
     secret, public = out.with_suffix(".key"), out.with_suffix(".pub")
     for path in (secret, public):
@@ -87,6 +88,14 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
+    from edge_agent.daemon.bundles.build import (  # noqa: PLC0415
+        GOLDEN,
+        build,
+        model_files,
+        model_input_of,
+    )
+    from edge_agent.daemon.bundles.probation import make_golden  # noqa: PLC0415
+
     golden: Path | None = args.golden
     if golden is None:
         # Golden windows: seeded noise around the normal point, normalised as the model sees
@@ -121,6 +130,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_sign(args: argparse.Namespace) -> int:
+    from edge_agent.daemon.bundles.build import write_manifest  # noqa: PLC0415
+    from edge_agent.daemon.bundles.bundle import key_id, read_manifest, sign  # noqa: PLC0415
+
     key = _load_private_key(args.key)
     try:
         manifest = read_manifest(args.bundle)
@@ -133,6 +145,10 @@ def _cmd_sign(args: argparse.Namespace) -> int:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     """The gateway's checks, in its order, with the job state each failure would get there."""
+    from edge_agent.daemon.bundles.build import model_input_of  # noqa: PLC0415
+    from edge_agent.daemon.bundles.bundle import TrustedKeys, verify_bundle  # noqa: PLC0415
+    from edge_agent.daemon.bundles.probation import ProbeLimits, check_bundle  # noqa: PLC0415
+
     keys = TrustedKeys.load(args.trusted_keys)
     expected = model_input_of(args.model) if args.model is not None else None
     try:
@@ -164,6 +180,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _job(args: argparse.Namespace) -> Job:
+    from edge_agent.daemon.bundles.bundle import read_manifest  # noqa: PLC0415
+    from edge_agent.daemon.bundles.fetch import Job  # noqa: PLC0415
+
     manifest = read_manifest(args.bundle)
     job_id = args.job_id or f"bundle-{manifest.version}-{new_id()[-12:]}"  # the random tail
     if args.url:

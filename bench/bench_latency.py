@@ -5,11 +5,13 @@ sensor, in turn) whose onset is staggered so that recommendations come one by on
 a burst. A publisher process sends them paced at a fixed number of readings per second
 (five readings per message, one message per pump and second of event time, so event time
 runs faster than the wall clock) and notes when it sent each message. The real agent runs
-in its own process and notes when the broker's PUBACK of each recommendation arrived (its
-publish completes). A recommendation names its window's grid time `window_ts`; the
-reading that completed that window is the pump's first one after it (frames.py), so
+in its own process and notes when it read the broker's PUBACK of each recommendation. A
+recommendation names its window's grid time `window_ts`; the reading that completed that
+window is the pump's first one after it (frames.py), so
 
-    latency = PUBACK of the recommendation - send time of the pump's reading at window_ts + 1.
+    latency = PUBACK of the recommendation - send time of the pump's reading at window_ts + 1,
+
+the send time being when the publisher wrote that reading's message to its socket.
 
 Both processes read CLOCK_MONOTONIC, which Linux shares between processes.
 
@@ -71,16 +73,29 @@ def _payloads(start: float) -> list[list[tuple[str, bytes]]]:
 
 
 def publisher(port: int, rate: float, start: float, out: Path) -> None:
-    """Send the workload paced at `rate` readings/s; save each message's send time."""
+    """Send the workload paced at `rate` readings/s; save each message's send time.
+
+    No network thread: each publish writes its packet to the socket within the call, so the
+    time noted just before it is when the reading left. (With paho's thread the write came
+    whenever that thread next held the GIL, and the time noted after `publish` returned
+    could be milliseconds after the agent had already read the message.) Nagle is off, as
+    on the agent's own client: a sensor's small packets are not held for the broker's ACK.
+    """
+    import socket
+
     import paho.mqtt.client as paho
-    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
     seconds = _payloads(start)
     sent = np.zeros((SAMPLES, ASSETS))
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-lat-pub")
     client.max_queued_messages_set(0)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
+    client.connect("127.0.0.1", port, keepalive=3600)  # no PINGREQ due within a run
+    sock = client.socket()
+    assert isinstance(sock, socket.socket)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    while not client.is_connected():
+        client.loop(timeout=0.1)  # reads the CONNACK
     interval = len(SIGNALS) / rate  # seconds between messages
     t0 = time.monotonic() + 0.2
     i = 0
@@ -89,17 +104,22 @@ def publisher(port: int, rate: float, start: float, out: Path) -> None:
             ahead = t0 + i * interval - time.monotonic()
             if ahead > 0:
                 time.sleep(ahead)
-            client.publish(topic, body, qos=0)
             sent[t, a] = time.monotonic()
+            if client.publish(topic, body, qos=0).rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                raise SystemExit(f"publisher: publish to {topic} failed")
+            while client.want_write():  # the socket's buffer was full: finish the write
+                client.loop_write()
             i += 1
     np.save(out, sent)
-    time.sleep(0.5)
     client.disconnect()
-    client.loop_stop()
 
 
 def agent(port: int, expected_readings: int) -> None:
     """Run the agent; print every recommendation's asset, window_ts and PUBACK time."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
+
     from edge_agent.connectors.mqtt import MqttClient
     from edge_agent.core import logs, metrics
     from edge_agent.core.readings import Outgoing
@@ -118,26 +138,34 @@ def agent(port: int, expected_readings: int) -> None:
     )
     logs.configure("warning", "json")
     acks: list[tuple[str, float, float]] = []
-    publish, submit = MqttClient.publish, MqttClient.submit
+    send, on_publish = MqttClient._send, MqttClient._on_publish
+    sent: dict[tuple[int, int], Outgoing] = {}  # (client, mid) -> recommendation in flight
 
-    def acked(msg: Outgoing) -> None:
+    # Every publish of the outbox, whichever way (submit, publish), is handed to paho by
+    # _send; the PUBACK comes to _on_publish as it is read. Noted there, not in a callback
+    # of the publish's future, which runs a turn of the loop later.
+    def timed_send(self: MqttClient, msg: Outgoing) -> asyncio.Future[None]:
+        fut = send(self, msg)
         if "/recommendations/" in msg.topic or "/needs_review/" in msg.topic:
-            ts = json.loads(msg.payload).get("window_ts")
-            if isinstance(ts, int | float):
-                acks.append((msg.key, float(ts), time.monotonic()))
-
-    async def timed_publish(self: MqttClient, msg: Outgoing) -> None:
-        await publish(self, msg)  # returns once the broker's PUBACK is in
-        acked(msg)
-
-    def timed_submit(self: MqttClient, msg: Outgoing) -> asyncio.Future[None]:
-        fut = submit(self, msg)  # completes as the broker's PUBACK is read
-        fut.add_done_callback(lambda f: None if f.cancelled() or f.exception() else acked(msg))
+            pending = self._pending
+            mid = next(reversed(pending))
+            if pending[mid] is fut:
+                sent[(id(self), mid)] = msg
         return fut
 
-    # Both ways the outbox may publish (the window submits; the degraded path publishes).
-    MqttClient.publish = timed_publish  # type: ignore[method-assign]
-    MqttClient.submit = timed_submit  # type: ignore[method-assign]
+    def timed_on_publish(
+        self: MqttClient, _c: paho.Client, _u: object, mid: int, reason: ReasonCode, _p: Properties
+    ) -> None:
+        now = time.monotonic()
+        msg = sent.pop((id(self), mid), None)
+        on_publish(self, _c, _u, mid, reason, _p)
+        if msg is not None and not reason.is_failure:
+            ts = json.loads(msg.payload).get("window_ts")
+            if isinstance(ts, int | float):
+                acks.append((msg.key, float(ts), now))
+
+    MqttClient._send = timed_send  # type: ignore[method-assign]
+    MqttClient._on_publish = timed_on_publish  # type: ignore[method-assign]
     readings = metrics.READINGS_IN.labels("mqtt")
 
     async def main() -> None:

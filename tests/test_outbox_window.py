@@ -12,9 +12,12 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
+
 from edge_agent.connectors.mqtt import MqttClient
 from edge_agent.connectors.uplink import MqttSink
 from edge_agent.core.readings import Outgoing, Priority, new_id
+from edge_agent.daemon.outbox import window as window_module
 from edge_agent.daemon.outbox.queue import open_outbox
 from edge_agent.daemon.outbox.settings import OutboxSettings
 from edge_agent.simulator.broker import Broker
@@ -106,3 +109,41 @@ async def test_publishes_keep_their_call_order_across_a_wait_for_the_connection(
             await asyncio.gather(*first, last)
             await seen.wait_for(lambda: len(seen.seen) >= 4)
     assert [json.loads(p)["n"] for _, p in seen.seen] == [0, 1, 2, 3]
+
+
+async def test_a_message_held_for_the_acks_in_flight_goes_once_the_last_is_in(
+    broker: Broker, topic_root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lone message waits for the acks of a burst in flight, and no longer.
+
+    The window settled finished publishes after it had tried to launch: the message, held
+    while they were in flight, then waited for the next wake-up, which was the timer that
+    deletes acked rows (_DELETE_AFTER_S). Here that timer is a minute, and the message
+    must arrive long before it.
+    """
+    monkeypatch.setattr(window_module, "_DELETE_AFTER_S", 60.0)
+    outbox = open_outbox(OutboxSettings(), tmp_path)
+    seen = Collector()
+    async with (
+        MqttClient(mqtt_settings(broker), client_id="watch", name="watch") as watch,
+        MqttClient(mqtt_settings(broker, max_inflight=WINDOW), client_id="up", name="up") as up,
+    ):
+        watch.subscribe(f"{topic_root}/#", 1, seen)
+        await connected(watch)
+        await watch.wait_subscribed()
+        await connected(up)
+        delivery = asyncio.create_task(outbox.deliver(MqttSink(up)))
+        await outbox.put([_msg(topic_root, "warm-up", 0, Priority.RECOMMENDATION)])
+        await seen.wait_for(lambda: len(seen.seen) == 1)  # the window runs, caught up
+        burst = [_msg(topic_root, "digest", n, Priority.DIGEST) for n in range(WINDOW - 2)]
+        # In one turn of the loop: the burst goes out at once, the recommendation is held
+        # behind it (more than half the window in flight, one message queued).
+        await asyncio.gather(
+            outbox.put(burst), outbox.put([_msg(topic_root, "rec", 0, Priority.RECOMMENDATION)])
+        )
+        async with asyncio.timeout(5):
+            await seen.wait_for(lambda: any(b'"rec"' in p for _, p in seen.seen))
+        delivery.cancel()
+        await asyncio.gather(delivery, return_exceptions=True)
+    await outbox.close()
+    assert len(seen.seen) == WINDOW  # the warm-up, the burst, the recommendation

@@ -202,8 +202,12 @@ class Window:
         watch: asyncio.Task[bool] | None = None
         try:
             while box.healthy() and not self.link_failed and self._reads():
-                self._launch()
+                # Settled first: a future that finished still counts as in flight until then,
+                # and _launch holds a lone message back while any is (it then waited for the
+                # next wake, the delete timer's _DELETE_AFTER_S, after the last ack was in).
                 await self._settle()
+                if not self.link_failed:
+                    self._launch()
                 self._delete_acked()
                 if watch is None or watch.done():
                     watch = asyncio.ensure_future(box.ready.wait())

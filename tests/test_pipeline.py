@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sqlite3
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from edge_agent.core import metrics
 from edge_agent.core.readings import Reading
 from edge_agent.daemon.app import build_pipeline
+from edge_agent.daemon.flow import pipeline as pipeline_module
 from edge_agent.daemon.flow.lanes import Lane, build_lane
 from edge_agent.daemon.flow.pipeline import MAX_PENDING_REPLIES
 from edge_agent.daemon.retention.keeper import Retention
@@ -109,3 +114,81 @@ def test_a_bundle_for_the_same_grid_keeps_the_frames(tmp_path: Path) -> None:
     assert pipeline.shipped is new
     assert new.frames is old.frames
     assert new.gate is old.gate
+
+
+# --- retention's bulk write, in slices -------------------------------------------------
+
+
+def _noisy(assets: int, first: int, seconds: int) -> list[list[Reading]]:
+    """One message's readings per asset and second, noisy enough for history to keep points."""
+    rng = np.random.default_rng(first)
+    return [
+        [
+            Reading(f"pump-{a}", s, 1_700_000_000.0 + t, float(rng.normal(10.0, 2.0)))
+            for s in ("temperature", "vibration", "current")
+        ]
+        for t in range(first, first + seconds)
+        for a in range(assets)
+    ]
+
+
+async def test_retention_is_written_in_slices_with_turns_of_the_loop_between(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the digests, retention's unwritten readings are written asset by asset, and
+    the loop runs other work between slices: here readings of the same assets arrive in
+    between. The digests hold what writing everything at once gives."""
+    monkeypatch.setattr(pipeline_module, "FLUSH_SLICE_S", 0.0)  # a turn after every asset
+    settings = Settings(agent=AgentSettings(state_dir=tmp_path / "a", gateway_id="gw"))
+    retention = Retention.from_settings(settings, "gw")
+    pipeline = build_pipeline(settings, retention)
+    reference = Retention.from_settings(
+        Settings(agent=AgentSettings(state_dir=tmp_path / "b", gateway_id="gw")), "gw"
+    )
+    early, late = _noisy(12, 0, 20), _noisy(12, 20, 3)
+    for batch in early:
+        pipeline.ingest(batch)
+        reference.ingest(batch)
+    turns: list[int] = []  # the interleaved work's count at each asset's write
+    interleaved = 0
+    flush = retention.flush
+
+    def counted_flush(asset: str) -> None:
+        turns.append(interleaved)
+        flush(asset)
+
+    monkeypatch.setattr(retention, "flush", counted_flush)
+
+    async def meanwhile() -> None:
+        nonlocal interleaved
+        for batch in late:  # the same assets send more while their history is written
+            interleaved += 1
+            pipeline.ingest(batch)
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(meanwhile())
+    await pipeline._move_retention(digests=True)
+    await other
+    for batch in late:
+        reference.ingest(batch)
+    assert len(set(turns)) > 1, "no other work ran while retention was written"
+    with sqlite3.connect(tmp_path / "a" / "outbox.db") as db:
+        queued = [bytes(p) for (p,) in db.execute("SELECT payload FROM msg ORDER BY seq")]
+    assert len(queued) == 12  # one digest per asset
+    got = _points(queued + [m.payload for m in retention.take_digests()])  # + what came later
+    want = _points([m.payload for m in reference.take_digests()])
+    assert len(want) == 12 * 3
+    assert got == want
+    await pipeline.outbox.close()
+    retention.close()
+    reference.close()
+
+
+def _points(payloads: list[bytes]) -> dict[tuple[str, str], list[tuple[float, float]]]:
+    out: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for payload in payloads:
+        doc = json.loads(payload)
+        for signal, points in doc["signals"].items():
+            got = out.setdefault((doc["asset"], signal), [])
+            got += zip(points["ts"], points["value"], strict=True)
+    return {key: sorted(points) for key, points in out.items()}

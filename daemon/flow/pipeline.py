@@ -33,6 +33,12 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 RETENTION_INTERVAL_S = 1.0  # how often evidence and digests move to the outbox
+# Retention writes readings to its rings and history in bulk before the digests are taken
+# (tens of ms a second at 100 assets). Asset by asset, pausing as long as it worked once
+# this long passed: a reading's way to its recommendation takes several turns of the loop,
+# and each waited out a slice when they followed one another.
+FLUSH_SLICE_S = 0.002
+FLUSH_PASSES = 3
 MAX_PENDING_REPLIES = 256  # evidence replies waiting for the outbox (at most 1 s worth)
 
 
@@ -57,6 +63,14 @@ class Retention(Protocol):
 
     def take_digests(self) -> list[Outgoing]:
         """History retained since the last call."""
+        ...
+
+    def unwritten_assets(self) -> list[str]:
+        """Assets holding readings not yet written."""
+        ...
+
+    def flush(self, asset: str) -> None:
+        """Write one asset's unwritten readings."""
         ...
 
 
@@ -214,13 +228,34 @@ class Pipeline:
             await self._move_retention(digests=not self.pressure or ticks % 10 == 0)
 
     async def _move_retention(self, *, digests: bool) -> None:
+        if digests:
+            await self._flush_retention()
         msgs, self._replies = self._replies, []
         if self.retention is not None:
             msgs += self.retention.take_evidence()
             if digests:
-                msgs += self.retention.take_digests()
+                msgs += self.retention.take_digests()  # writes what came in during the slices
         if msgs:
             await self.outbox.put(msgs)
+
+    async def _flush_retention(self) -> None:
+        """Have retention write its unwritten readings in slices, at most half the loop's time."""
+        retention = self.retention
+        if retention is None:
+            return
+        began = time.monotonic()
+        # Again for the assets that sent more meanwhile: take_digests, which writes the rest
+        # in one go, then finds little.
+        for _ in range(FLUSH_PASSES):
+            assets = retention.unwritten_assets()
+            for asset in assets:
+                retention.flush(asset)
+                worked = time.monotonic() - began
+                if worked >= FLUSH_SLICE_S:
+                    await asyncio.sleep(worked)
+                    began = time.monotonic()
+            if len(assets) <= 1:
+                return
 
     async def flush(self) -> None:
         """At stop: score what is pending and hand evidence and digests to the outbox."""

@@ -157,7 +157,7 @@ class Retention:
         due = [r.asset for r in self._pending.values() if event_time(r.asset) > r.end]
         assets = dict.fromkeys(full + due)
         for asset in assets:
-            self._flush_asset(asset)
+            self.flush(asset)
         if assets:
             self._maintain()
 
@@ -195,25 +195,21 @@ class Retention:
             quality = None if quality is None else quality[order]
         if quality is None:
             quality = np.zeros(values.shape, dtype=np.uint8)
-        self._flush_asset(asset)  # what is unwritten came first
+        self.flush(asset)  # what is unwritten came first
         parts = [(s, ts, values[:, i], quality[:, i]) for i, s in enumerate(signals)]
         clean = [p for p in (self._clean(asset, *part) for part in parts) if p is not None]
         self._ingest_asset(asset, clean)
         self._maintain()
 
-    def _flush_asset(self, asset: str) -> None:
+    def flush(self, asset: str) -> None:
         """Write every unwritten reading of `asset` to its rings, evidence and history."""
         self._series.touch(asset, time.monotonic())
-        parts: list[_Part] = []
-        for series in self._series.of(asset):
-            arrays = series.take_unwritten()
-            if arrays is not None:
-                parts.append((series, *arrays))
+        parts = [(s, *a) for s in self._series.of(asset) if (a := s.take_unwritten()) is not None]
         self._ingest_asset(asset, parts)
 
-    def _flush_all(self) -> None:
-        for asset in self._series.assets_unwritten():
-            self._flush_asset(asset)
+    def unwritten_assets(self) -> list[str]:
+        """Assets holding readings not yet written (`take_digests` flushes each, in one go)."""
+        return self._series.assets_unwritten()
 
     def _ingest_asset(self, asset: str, clean: list[_Part]) -> None:
         """Write cleaned samples (strictly increasing per series) of one asset, in order."""
@@ -280,7 +276,7 @@ class Retention:
         s = self.settings
         if len(self._pending) >= s.evidence_max_pending:
             oldest = next(iter(self._pending.values()))
-            self._flush_asset(oldest.asset)  # which may complete it
+            self.flush(oldest.asset)  # which may complete it
             if oldest.id in self._pending:
                 log.warning(
                     "evidence_cut", id=oldest.id, asset=oldest.asset, pending=len(self._pending)
@@ -292,7 +288,7 @@ class Retention:
         if publish:
             self._publish.add(rec.id)
         if self._series.event_time(asset) > rec.end:
-            self._flush_asset(asset)  # freezes it when the window is among the unwritten readings
+            self.flush(asset)  # freezes it when the window is among the unwritten readings
             if rec.id in self._pending:
                 self._freeze(rec, complete=True)
         self._gauges()
@@ -372,14 +368,16 @@ class Retention:
 
     def take_digests(self) -> list[Outgoing]:
         """History retained since the last call, as DIGEST-priority messages per asset."""
-        self._flush_all()
+        for asset in self.unwritten_assets():
+            self.flush(asset)
         self._maintain()
         unsent = self.history.take_unsent(self.settings.digest_max_points)
         return [self._messages.digest(asset, blocks) for asset, blocks in unsent]
 
     def close(self) -> None:
         """Freeze pending records (incomplete) and retain every series' last points."""
-        self._flush_all()
+        for asset in self.unwritten_assets():
+            self.flush(asset)
         for rec in list(self._pending.values()):
             self._freeze(rec, complete=False)
         for series in self._series:
@@ -409,7 +407,7 @@ class Retention:
 
     def _forget(self, asset: str) -> None:
         """Free an idle asset's rings; what its compressors still hold goes to history."""
-        self._flush_asset(asset)
+        self.flush(asset)
         for series in self._series.drop(asset):
             held = series.flush()
             if held is not None and held[0].size:

@@ -126,7 +126,8 @@ def test_the_agent_logs_the_order_auto_chose(broker: Broker, tmp_path: Path) -> 
     agent = AgentProcess(broker, tmp_path / "state")
     agent.start()
     try:
-        loaded = agent.wait_for_log("model loaded")
+        agent.wait_for_log("agent running")  # its signal handlers are in place by then
+        loaded = agent.wait_for_log("model loaded", timeout_s=1)
         assert agent.stop() == 0, agent.log_text()
     finally:
         agent.kill()

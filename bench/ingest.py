@@ -6,7 +6,8 @@ samples of five signals each, one message per sample), `FAULTY` of them with a f
 `ONSET_S` on, so that the rules have something to say. Each subscriber runs in its own
 process so that its peak RSS and CPU time are its own:
 - bare: paho, `json.loads` of each message, nothing else (the floor for Python);
-- agent: the real agent in process (MQTT source -> frames -> gate -> ONNX scorer -> rules
+- agent: the real agent in process (MQTT source -> frames -> gate -> scorer (the backend
+  EDGE_MODEL__BACKENDS picks: LiteRT first on a box without an NVIDIA GPU) -> rules
   -> retention -> outbox -> uplink), timed from the first reading until the last window is
   scored and advised on. It reports how many windows were scored, skipped by the gate or
   dropped, and how many recommendations it made, so a faster run cannot be one that skipped
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from edge_agent.simulator.broker import running_broker
 
@@ -130,6 +132,16 @@ def _count(counter: object) -> dict[str, float]:
     return out
 
 
+def _in_use(gauge: object) -> list[str]:
+    """The labels of a labelled gauge's children set to 1."""
+    return [
+        next(iter(sample.labels.values()), "")
+        for family in gauge.collect()  # type: ignore[attr-defined]
+        for sample in family.samples
+        if sample.value == 1
+    ]
+
+
 def agent(port: int, expected: int) -> dict[str, float]:
     """Run the real agent in this process; time from the first reading to the last window."""
     from edge_agent.core import logs, metrics
@@ -181,6 +193,8 @@ def agent(port: int, expected: int) -> dict[str, float]:
         await ready.wait()  # subscribed: a publisher started earlier would be lost (QoS 0)
         ready_rss = _rss_mb()
         print("READY", flush=True)
+        for name in _in_use(metrics.BACKEND):  # the backend that scores: RSS depends on it
+            print(f"BACKEND {name}", flush=True)
         result = await watch(stop)
         await task
         windows = _count(metrics.WINDOWS)
@@ -203,7 +217,7 @@ def _child(mode: str, port: int, expected: int) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def _measure(mode: str, port: int, expected: int) -> dict[str, float]:
+def _measure(mode: str, port: int, expected: int) -> dict[str, Any]:
     root = Path(__file__).resolve().parent.parent
     sub = subprocess.Popen(
         [sys.executable, "-m", "bench.ingest", mode, str(port), str(expected)],
@@ -227,9 +241,10 @@ def _measure(mode: str, port: int, expected: int) -> dict[str, float]:
         msg = f"{mode} subscriber did not finish within 300 s"
         raise RuntimeError(msg) from None
     pub.wait(30)
+    backend = [line[8:] for line in out.splitlines() if line.startswith("BACKEND ")]
     for line in out.splitlines():
         if line.startswith("RESULT "):
-            return dict(json.loads(line[7:]))
+            return dict(json.loads(line[7:])) | {"backend": ", ".join(backend) or "-"}
     msg = f"{mode} subscriber gave no result: {out[-2000:]}"
     raise RuntimeError(msg)
 
@@ -267,7 +282,7 @@ def main() -> None:
         f"  agent work: {int(a['scored']):,} windows scored, {int(a['skipped']):,} skipped by "
         f"the gate, {int(a['dropped']):,} dropped, {int(a['incomplete']):,} incomplete "
         f"(of {_expected_windows():,} the workload yields); {int(a['recommendations'])} "
-        f"recommendations ({int(a['raised'])} raised)"
+        f"recommendations ({int(a['raised'])} raised); scored by {a['backend']}"
     )
     ratio = a["rate"] / results["bare"]["rate"] if results["bare"]["rate"] else 0
     print(f"  agent / bare paho: {ratio:.2f}")

@@ -26,13 +26,19 @@ from tests.agent_proc import AgentProcess
 NO_LITERT = "import sys\nsys.modules['ai_edge_litert'] = sys.modules['tflite_runtime'] = None\n"
 
 
-def test_auto_puts_litert_first_without_an_nvidia_gpu(tmp_path: Path) -> None:
+def test_auto_puts_onnx_first_only_with_an_nvidia_gpu_and_a_gpu_runtime(tmp_path: Path) -> None:
     markers = (tmp_path / "nvidia0", tmp_path / "nv_tegra_release")
-    assert auto_backends(markers) == (["litert", "onnx"], "no NVIDIA GPU visible")
+    gpu_build = ("numpy",)  # an installed distribution, standing for onnxruntime-gpu
+    assert auto_backends(markers, gpu_build) == (["litert", "onnx"], "no NVIDIA GPU visible")
     markers[1].write_text("# R36 (release), REVISION: 4.0\n")
-    order, why = auto_backends(markers)
+    order, why = auto_backends(markers, gpu_build)
     assert order == ["onnx", "litert"]
     assert str(markers[1]) in why
+    assert "numpy installed" in why
+    # A GPU, but ONNX Runtime's CPU-only build: LiteRT is the faster and smaller choice.
+    order, why = auto_backends(markers, ("no-such-onnxruntime-build",))
+    assert order == ["litert", "onnx"]
+    assert "no GPU build of ONNX Runtime installed (no-such-onnxruntime-build)" in why
 
 
 def test_the_default_is_auto_and_resolves_on_this_box() -> None:

@@ -192,9 +192,9 @@ def agent(port: int, expected: int) -> dict[str, float]:
         task = asyncio.create_task(run_agent(settings, stop, ready))
         await ready.wait()  # subscribed: a publisher started earlier would be lost (QoS 0)
         ready_rss = _rss_mb()
-        print("READY", flush=True)
         for name in _in_use(metrics.BACKEND):  # the backend that scores: RSS depends on it
             print(f"BACKEND {name}", flush=True)
+        print("READY", flush=True)
         result = await watch(stop)
         await task
         windows = _count(metrics.WINDOWS)
@@ -226,9 +226,11 @@ def _measure(mode: str, port: int, expected: int) -> dict[str, Any]:
         cwd=root,
     )
     assert sub.stdout is not None
+    before: list[str] = []  # what the child said before READY (its backend)
     for line in sub.stdout:
         if line.strip() == "READY":
             break
+        before.append(line.strip())
     pub = subprocess.Popen(
         [sys.executable, "-m", "bench.ingest", "publish", str(port), "0"], cwd=root
     )
@@ -241,7 +243,7 @@ def _measure(mode: str, port: int, expected: int) -> dict[str, Any]:
         msg = f"{mode} subscriber did not finish within 300 s"
         raise RuntimeError(msg) from None
     pub.wait(30)
-    backend = [line[8:] for line in out.splitlines() if line.startswith("BACKEND ")]
+    backend = [line[8:] for line in before if line.startswith("BACKEND ")]
     for line in out.splitlines():
         if line.startswith("RESULT "):
             return dict(json.loads(line[7:])) | {"backend": ", ".join(backend) or "-"}

@@ -19,11 +19,11 @@ from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
 )
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from edge_agent.connectors.settings import (
     IngestSettings,
@@ -74,11 +74,15 @@ class AgentSettings(Section):
     )
 
 
-class Settings(BaseModel):
-    """The whole configuration of one agent (`load_settings` reads it from the environment)."""
+class Settings(BaseSettings):
+    """The whole configuration of one agent."""
 
-    # Unknown EDGE_* names are caught by `load_settings` with a better message.
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX,
+        env_nested_delimiter=DELIMITER,
+        extra="ignore",  # unknown EDGE_* names are caught by `load_settings` with a better message
+        frozen=True,
+    )
 
     agent: AgentSettings = Field(default_factory=AgentSettings, description="Agent identity.")
     log: LogSettings = Field(default_factory=LogSettings, description="Logging.")
@@ -171,65 +175,34 @@ def _describe(error: Mapping[str, Any], source: Mapping[str, str]) -> str:
     return f"{name}={value!s}: {error['msg']}{where}"
 
 
-def _json_kind(section: str, field: str) -> tuple[str | None, list[str]]:
-    """("list" or "dict" when the field's value is JSON, else None; the words it also takes).
-
-    A list or mapping, or one of them beside words (`Literal["auto"] | list[...]`).
-    """
-    model = Settings.model_fields[section].annotation
-    assert isinstance(model, type)
-    assert issubclass(model, Section)
-    annotation = model.model_fields[field].annotation
-    options = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else ()
-    words = [w for o in options if get_origin(o) is Literal for w in get_args(o)]
-    origin = next((k for o in (annotation, *options) if (k := get_origin(o)) in (list, dict)), None)
-    return (None if origin is None else origin.__name__), words
-
-
 def _json_problems(seen: Mapping[str, str]) -> Iterator[str]:
-    """Name the variable whose JSON value does not parse."""
+    """Name the variable whose JSON value does not parse (pydantic-settings names the section)."""
     valid = env_names()
-    sections = {f"{PREFIX}{s}".upper() for s in Settings.model_fields}
-    for name, value in seen.items():
-        upper = name.upper()
-        key = valid.get(upper)
-        kind, words = _json_kind(*key) if key is not None else ("dict", [])
-        if (key is None and upper not in sections) or kind is None or value in words:
-            continue
-        try:
-            json.loads(value)
-        except json.JSONDecodeError as exc:
-            what = "list" if kind == "list" else "object"
-            either = "".join(f"{w} or " for w in words)
-            yield (
-                f"{name}={value}: expected {either}a JSON {what} ({exc.msg} at column {exc.colno})"
-            )
-
-
-def _tree(seen: Mapping[str, str]) -> dict[str, Any]:
-    """The settings tree from `EDGE_<SECTION>__<FIELD>` (and `EDGE_<SECTION>` as a JSON object).
-
-    Names are case-insensitive; lists and mappings are JSON (checked by `_json_problems`),
-    everything else stays text for the model to convert. A field's own variable wins over
-    its section's object.
-    """
-    valid = env_names()
-    sections = {f"{PREFIX}{s}".upper(): s for s in Settings.model_fields}
-    tree: dict[str, Any] = {}
-    for name, value in seen.items():
-        section = sections.get(name.upper())
-        if section is not None:
-            tree[section] = json.loads(value)
     for name, value in seen.items():
         key = valid.get(name.upper())
         if key is None:
             continue
         section, field = key
-        kind, words = _json_kind(section, field)
-        part = tree.setdefault(section, {})
-        if isinstance(part, dict):  # else the section's value is refused as it stands
-            part[field] = value if kind is None or value in words else json.loads(value)
-    return tree
+        model = Settings.model_fields[section].annotation
+        assert isinstance(model, type)
+        assert issubclass(model, Section)
+        annotation = model.model_fields[field].annotation
+        # A list or mapping, or one of them beside words (`Literal["auto"] | list[...]`).
+        options = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else ()
+        words = [w for o in options if get_origin(o) is Literal for w in get_args(o)]
+        origin = next(
+            (k for o in (annotation, *options) if (k := get_origin(o)) in (list, dict)), None
+        )
+        if origin is not None and value not in words:
+            try:
+                json.loads(value)
+            except json.JSONDecodeError as exc:
+                kind = "list" if origin is list else "object"
+                either = "".join(f"{w} or " for w in words)
+                yield (
+                    f"{name}={value}: expected {either}a JSON {kind} "
+                    f"({exc.msg} at column {exc.colno})"
+                )
 
 
 def _credentials(seen: Mapping[str, str]) -> dict[str, Any]:
@@ -270,16 +243,14 @@ def load_settings(env_files: Sequence[Path] = ()) -> Settings:
     problems += list(_json_problems(seen))
     if problems:
         raise ConfigError("\n".join(problems))
-    tree = _tree(seen)
-    for section, fields in _credentials(seen).items():
-        part = tree.setdefault(section, {})
-        if isinstance(part, dict):
-            part.update(fields)
+    existing = tuple(p for p in env_files if p.is_file())
     try:
-        return Settings.model_validate(tree)
+        return Settings(_env_file=existing or None, **_credentials(seen))
     except ValidationError as exc:
         upper = {k.upper(): v for k, v in seen.items()}
         raise ConfigError("\n".join(_describe(e, upper) for e in exc.errors())) from exc
+    except SettingsError as exc:  # pragma: no cover - _json_problems catches the known causes
+        raise ConfigError(str(exc)) from exc
 
 
 def render_env_file() -> str:

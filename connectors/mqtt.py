@@ -25,7 +25,7 @@ from edge_agent.connectors.mqtt_socket import LoopSocket
 from edge_agent.connectors.mqtt_tls import BrokerTls, connect_error, ssl_context
 from edge_agent.connectors.settings import MqttSettings
 from edge_agent.core import metrics
-from edge_agent.core.errors import ConnectorError
+from edge_agent.core.errors import ConnectorError, PublishRefusedError
 from edge_agent.core.logs import RateLimited
 from edge_agent.core.readings import Outgoing
 
@@ -81,10 +81,6 @@ def _varint(n: int) -> bytes:
         out.append(digit | (0x80 if n else 0))
         if not n:
             return bytes(out)
-
-
-class PublishRefusedError(ConnectorError):
-    """The broker answered a publish with a failure reason code (MQTT 5, >= 0x80)."""
 
 
 class MqttClient:

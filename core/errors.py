@@ -15,6 +15,10 @@ class ConnectorError(EdgeAgentError):
     """A connector could not reach, or talk to, the outside world."""
 
 
+class PublishRefusedError(ConnectorError):
+    """The broker refused a publish (MQTT 5 reason code >= 0x80): the message is at fault."""
+
+
 class DataError(EdgeAgentError):
     """Data given to fit a model cannot make one; the message names file, line and column."""
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import structlog
 
 from edge_agent.core import metrics
-from edge_agent.core.errors import ConnectorError
+from edge_agent.core.errors import ConnectorError, PublishRefusedError
 from edge_agent.core.readings import Outgoing, Priority
 from edge_agent.daemon.outbox.aside import Undeliverable, check
 
@@ -93,8 +93,6 @@ def undeliverable(msg: Outgoing, exc: BaseException) -> Undeliverable | None:
     it is logged and left for the next try). A BaseException that is not an Exception is
     raised again.
     """
-    from edge_agent.connectors.mqtt import PublishRefusedError  # noqa: PLC0415 - no cycle
-
     if isinstance(exc, PublishRefusedError):
         metrics.OUTBOX_REFUSED.labels(msg.priority.name.lower()).inc()
         return Undeliverable("refused", str(exc))

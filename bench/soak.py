@@ -321,8 +321,8 @@ def _unscored(state: dict[str, Any], pumps: list[Pump]) -> list[str]:
 def main() -> None:
     """Run it, print the figures, exit 1 when one is wrong."""
     minutes = float(os.environ.get("SOAK_MINUTES", "30"))
+    OUT.parent.mkdir(parents=True, exist_ok=True)  # the agents' logs go there as it runs
     figures = run(minutes)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(figures, indent=2) + "\n")
     for key, value in figures.items():
         print(f"{key:40} {value}")

@@ -213,8 +213,15 @@ RETENTION_EVICTIONS = Counter(
 )
 EVIDENCE_RECORDS = Counter(
     "edge_evidence_records_total",
-    "Evidence records by outcome: complete, cut (frozen early), refused (over the budget).",
+    "Evidence records by outcome: complete, cut (frozen early), refused (over the budget), "
+    "failed (not written: the disk refused it, or did not take it in time).",
     ["outcome"],
+    registry=REGISTRY,
+)
+EVIDENCE_WRITE_WAITS = Counter(
+    "edge_evidence_write_waits_total",
+    "Evidence records that waited on the event loop because 8 MiB of records already waited "
+    "for the disk (a slow or stalled disk); past 2 s the record is failed.",
     registry=REGISTRY,
 )
 BACKEND_FAILURES = Counter(

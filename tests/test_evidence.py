@@ -70,6 +70,7 @@ def test_records_survive_reopening_in_order(tmp_path: Path) -> None:
     for i, eid in enumerate(["x1", "x2", "x3"]):
         image = encode(_record(eid, clock.now + i))
         store.put(eid, image, clock.now + i)
+    store.close()  # the writer thread has them all on disk
     total = store.nbytes
     assert total == sum(p.stat().st_size for p in tmp_path.iterdir())
 
@@ -91,6 +92,7 @@ def test_records_expire_after_their_ttl(tmp_path: Path) -> None:
     assert err.value.why == "expired"
     assert "EVIDENCE_TTL_S" in str(err.value)
     assert store.get("new").id == "new"
+    assert store.flush(10)  # the removal runs on the writer thread, after the writes
     assert not (tmp_path / "old.ev").exists()
     # A store opened later does not bring an expired record back.
     clock.now += 100
@@ -113,6 +115,7 @@ def test_leftovers_are_removed_and_damage_is_reported(tmp_path: Path) -> None:
     clock = Clock()
     store = EvidenceStore(tmp_path, 3600, clock)
     store.put("good", encode(_record("good", clock.now)), clock.now)
+    store.close()
     (tmp_path / ".half.tmp").write_bytes(b"partial")
     (tmp_path / "junk.ev").write_bytes(b"\x00")
     again = EvidenceStore(tmp_path, 3600, clock)

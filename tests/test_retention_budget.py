@@ -104,7 +104,8 @@ def test_a_day_of_a_hundred_pumps_stays_in_budget(tmp_path: Path) -> None:
         for a, asset in enumerate(ASSETS):
             ret.ingest_frame(asset, SIGNALS, t0 + offsets, levels[a] + noise)
             watch.after_call()
-    # The accounting is the disk's truth.
+    # The accounting is the disk's truth (once the writer thread is done).
+    assert ret.evidence.flush(30)
     on_disk = sum(p.stat().st_size for p in (tmp_path / "evidence").iterdir())
     assert on_disk == ret.usage.evidence
     print(f"\npeak bytes by accounting: {watch.peak}")

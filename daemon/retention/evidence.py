@@ -5,11 +5,17 @@ its raw float64 timestamps, float64 values and uint8 qualities. Opening the stor
 the headers. Files are written to a temporary name, synced and renamed, so a crash leaves
 either the whole record or none. The byte budget is enforced by `Retention`, which shares it
 with the compressed history; this module only keeps the accounting.
+
+The disk work (write, fsync, rename, and the removal of evicted or expired records) runs on
+the store's writer thread (`writer`), never on the event loop: `put` queues a record and
+returns, `get` serves it from memory until it is on disk, and a write that fails is collected
+on the caller's side (`settle`, run by `expire`): the record is forgotten as lost, counted
+(edge_evidence_records_total{outcome="failed"}) and logged, as when the loop wrote it. The
+store is not thread-safe otherwise: call it from the event loop (or one worker) only.
 """
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -20,14 +26,21 @@ import numpy as np
 import structlog
 
 from edge_agent.core.errors import EdgeAgentError
-from edge_agent.core.metrics import RETENTION_EVICTIONS
+from edge_agent.core.logs import RateLimited
+from edge_agent.core.metrics import EVIDENCE_RECORDS, EVIDENCE_WRITE_WAITS, RETENTION_EVICTIONS
 from edge_agent.daemon.retention.ring import Samples
+from edge_agent.daemon.retention.writer import Writer, remove_file
 
 log = structlog.get_logger(__name__)
 
 SUFFIX = ".ev"
 _TOMBSTONES = 4096  # ids remembered after expiry or eviction, to say why they are gone
 _LEN = 4
+# Bytes of records waiting for the disk before `put` waits, and how long it waits before the
+# record is refused (lost): a stalled disk then costs the loop at most this, once a record.
+QUEUE_BYTES = 8 * 2**20
+QUEUE_WAIT_S = 2.0
+CLOSE_S = 2.0  # the agent's stop gives the closes after the outbox's drain 4 s in all
 
 Gone = Literal["unknown", "expired", "evicted", "lost"]
 
@@ -148,12 +161,17 @@ def _parse_header(data: bytes) -> tuple[Evidence, list[tuple[str, int]], int]:
 class EvidenceStore:
     """Evidence files under `root`, oldest first, with a TTL on the store's clock."""
 
-    def __init__(self, root: Path, ttl_s: float, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, root: Path, ttl_s: float, clock: Callable[[], float], log_interval_s: float = 60.0
+    ) -> None:
         self.root = root
         self.ttl_s = ttl_s
         self._clock = clock
         self._index: OrderedDict[str, _Entry] = OrderedDict()
         self._gone: OrderedDict[str, tuple[Gone, str]] = OrderedDict()
+        self._writing: dict[str, tuple[bool, str]] = {}  # id -> complete, asset; until settled
+        self._writer = Writer("evidence-writer", QUEUE_BYTES, QUEUE_WAIT_S)
+        self._limit = RateLimited(log_interval_s)
         self.nbytes = 0
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -174,7 +192,7 @@ class EvidenceStore:
             if path.suffix == ".tmp":
                 # A write that did not reach its rename: the record never existed.
                 log.warning("evidence_leftover_removed", path=str(path))
-                _remove(path)
+                remove_file(path)
                 continue
             if path.suffix != SUFFIX:
                 log.warning("evidence_foreign_file_ignored", path=str(path))
@@ -203,21 +221,79 @@ class EvidenceStore:
         """Stored ids, oldest first."""
         return list(self._index)
 
-    def put(self, evidence_id: str, image: bytes, created: float) -> None:
-        """Store one encoded record (the caller has made room for it)."""
+    def put(
+        self, evidence_id: str, image: bytes, created: float, complete: bool = True, asset: str = ""
+    ) -> None:
+        """Queue one encoded record for the disk (the caller has made room for it).
+
+        It is readable at once; its outcome (complete or cut, or failed) is counted once it is
+        on disk or its write failed. Waits only while more than QUEUE_BYTES wait for the disk.
+        """
         path = self.root / f"{evidence_id}{SUFFIX}"
-        tmp = self.root / f".{evidence_id}.tmp"
-        try:
-            with tmp.open("wb") as f:
-                f.write(image)
-                f.flush()
-                os.fsync(f.fileno())
-            tmp.replace(path)
-        except OSError as exc:
-            _remove(tmp)  # on a read-only or failing disk this fails too: never past here
-            raise EvidenceError(f"evidence {evidence_id}: cannot write {path}: {exc}") from exc
+        self._writing[evidence_id] = (complete, asset)
+        waited = self._writer.write(evidence_id, path, image)
+        if waited != 0.0:
+            EVIDENCE_WRITE_WAITS.inc()
+            log.warning(
+                "evidence_write_waited",
+                id=evidence_id,
+                waited_s=round(QUEUE_WAIT_S if waited is None else waited, 3),
+                queued_bytes_limit=QUEUE_BYTES,
+                refused=waited is None,
+            )
+        if waited is None:
+            detail = f"the disk took none of the {QUEUE_BYTES} bytes before it in {QUEUE_WAIT_S} s"
+            self._lost(evidence_id, f"evidence {evidence_id}: not written: {detail}")
+            return
         self._index[evidence_id] = _Entry(path, created, len(image))
         self.nbytes += len(image)
+
+    def settle(self) -> None:
+        """Count the writes finished since the last call; forget the failed ones as lost."""
+        for eid, error in self._writer.done():
+            if eid not in self._writing:  # given up at close
+                continue
+            if error is not None:
+                self._lost(eid, f"evidence {eid}: {error}")
+                continue
+            complete, _ = self._writing.pop(eid)
+            EVIDENCE_RECORDS.labels("complete" if complete else "cut").inc()
+
+    def _lost(self, evidence_id: str, error: str) -> None:
+        """A record that will not be on disk: forgotten as lost, counted and logged."""
+        _, asset = self._writing.pop(evidence_id, (True, ""))
+        entry = self._index.pop(evidence_id, None)
+        if entry is not None:
+            self.nbytes -= entry.nbytes
+        if entry is not None or evidence_id not in self._gone:  # else evicted or expired first
+            self.forget(evidence_id, "lost", error)
+        EVIDENCE_RECORDS.labels("failed").inc()
+        held = self._limit.allow("evidence_write_failed")
+        if held is not None:
+            log.warning(
+                "evidence_write_failed", suppressed=held, id=evidence_id, asset=asset, error=error
+            )
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until every queued write and removal is done (False: `timeout_s` passed)."""
+        done = self._writer.flush(timeout_s)
+        self.settle()
+        return done
+
+    def close(self, timeout_s: float = CLOSE_S) -> None:
+        """Finish the queued writes within `timeout_s`; a record not on disk by then is lost."""
+        left = self._writer.close(timeout_s)
+        self.settle()
+        if left:
+            log.error(
+                "evidence_not_written_at_stop",
+                records=len(left),
+                ids=left[:16],
+                bound_s=timeout_s,
+                action="the disk is too slow or stalled; check it",
+            )
+        for eid in left:
+            self._lost(eid, f"evidence {eid}: not on disk within {timeout_s} s of the stop")
 
     def get(self, evidence_id: str) -> Evidence:
         """Read one record; EvidenceNotFoundError says whether it is unknown, expired or evicted."""
@@ -227,7 +303,8 @@ class EvidenceStore:
             why, detail = self._gone.get(evidence_id, ("unknown", "not made here, or gone"))
             raise EvidenceNotFoundError(evidence_id, why, detail)
         try:
-            return decode(entry.path.read_bytes())
+            image = self._writer.image(evidence_id)  # None once it is on disk
+            return decode(entry.path.read_bytes() if image is None else image)
         except (OSError, ValueError, msgspec.DecodeError) as exc:
             raise EvidenceError(
                 f"evidence {evidence_id}: {entry.path} is unreadable: {exc}"
@@ -239,16 +316,12 @@ class EvidenceStore:
         return None if eid is None else (eid, self._index[eid].created)
 
     def remove(self, evidence_id: str, why: Gone, detail: str) -> int:
-        """Delete one record, remember why; return the bytes freed."""
+        """Delete one record (on the writer, after its write), remember why; the bytes freed."""
         entry = self._index.pop(evidence_id, None)
         self.forget(evidence_id, why, detail)
         if entry is None:
             return 0
-        try:
-            entry.path.unlink(missing_ok=True)
-        except OSError as exc:
-            # The index no longer counts it; say so loudly since the disk still holds it.
-            log.exception("evidence_unlink_failed", path=str(entry.path), error=str(exc))
+        self._writer.unlink(entry.path)
         self.nbytes -= entry.nbytes
         return entry.nbytes
 
@@ -259,7 +332,8 @@ class EvidenceStore:
             self._gone.popitem(last=False)
 
     def expire(self) -> list[tuple[str, float]]:
-        """Remove records older than the TTL; return their ids and store times."""
+        """Settle finished writes, remove records older than the TTL; their ids and times."""
+        self.settle()
         now = self._clock()
         gone: list[tuple[str, float]] = []
         while self._index:
@@ -270,14 +344,6 @@ class EvidenceStore:
             RETENTION_EVICTIONS.labels("evidence", "ttl").inc()
             gone.append((eid, entry.created))
         return gone
-
-
-def _remove(path: Path) -> None:
-    """Remove a file if it is there; a failure (read-only disk) is logged, never raised."""
-    try:
-        path.unlink(missing_ok=True)
-    except OSError as exc:
-        log.warning("evidence_file_not_removed", path=str(path), error=str(exc))
 
 
 def root_files(root: Path) -> list[Path]:

@@ -115,7 +115,9 @@ class Retention:
         self._ready: deque[str] = deque()
         self._messages = Messages(settings, gateway)
         self._limit = RateLimited(settings.log_interval_s)
-        self.evidence = EvidenceStore(state_dir / "evidence", settings.evidence_ttl_s, clock)
+        self.evidence = EvidenceStore(
+            state_dir / "evidence", settings.evidence_ttl_s, clock, settings.log_interval_s
+        )
         self.history = HistoryStore(settings.history_ttl_s, clock)
         self._next_sweep = 0.0  # monotonic time of the next look for idle assets
         self._make_room(0)  # the budget may have shrunk since the last run
@@ -317,15 +319,10 @@ class Retention:
             self._notify("evidence", rec.id, "budget", created)
             return
         self._make_room(len(image))
-        try:
-            self.evidence.put(rec.id, image, created)
-        except EvidenceError as exc:
-            self.evidence.forget(rec.id, "lost", str(exc))
-            EVIDENCE_RECORDS.labels("failed").inc()
-            self._warn_key("evidence_write_failed", id=rec.id, asset=rec.asset, error=str(exc))
-            return
-        EVIDENCE_RECORDS.labels("complete" if complete else "cut").inc()
-        if publish:
+        # Queued for the writer thread and readable from memory at once: published from there
+        # if taken before it is on disk; a failed write is forgotten as lost when settled.
+        self.evidence.put(rec.id, image, created, complete, rec.asset)
+        if publish and rec.id in self.evidence:
             if len(self._ready) >= _READY_MAX:
                 EVIDENCE_RECORDS.labels("publish_dropped").inc()
                 log.warning("evidence_publish_dropped", id=self._ready.popleft())
@@ -384,6 +381,7 @@ class Retention:
             held = series.flush()
             if held is not None and held[0].size:
                 self._add_history(series, *held)
+        self.evidence.close()  # every accepted record on disk, or named lost past its bound
         self._gauges()
 
     # --- upkeep -------------------------------------------------------------------------

@@ -229,6 +229,7 @@ class EvidenceStore:
         It is readable at once; its outcome (complete or cut, or failed) is counted once it is
         on disk or its write failed. Waits only while more than QUEUE_BYTES wait for the disk.
         """
+        self.settle()  # what finished since: `_writing` and the writer's list stay bounded
         path = self.root / f"{evidence_id}{SUFFIX}"
         self._writing[evidence_id] = (complete, asset)
         waited = self._writer.write(evidence_id, path, image)

@@ -9,7 +9,8 @@ The rules it keeps:
 - A file is written to `.<stem>.tmp`, synced, then renamed: a crash leaves the whole file or
   a `.tmp` that the store removes when it opens.
 - Until a write is done its bytes stay readable (`image`), and a failed one stays so until
-  its outcome is collected (`done`): nobody sees a missing or half-written file meanwhile.
+  its outcome is collected (`done`, which the store calls before every write, so the list of
+  outcomes holds at most what finished since): nobody sees a missing or half-written file.
 - Bounded: at most `max_bytes` of images wait (one image larger than that waits alone).
   `write` waits for room up to `wait_s` (the disk sets the pace, as when the loop wrote),
   then refuses; the caller counts and logs both. Removals carry no bytes and are bounded by

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge_agent.simulator.broker import Broker
 
@@ -105,9 +107,21 @@ class AgentProcess:
 class Listener:
     """A paho client on its own thread that records messages on some topics."""
 
-    def __init__(self, broker: Broker, *filters: str) -> None:
+    def __init__(self, broker: Broker, *filters: str, session: str = "") -> None:
+        """Subscribe to `filters`; with a `session` name, one the broker keeps while it is away.
+
+        A kept session (MQTT 5, not clean, 10 minutes) on a broker that persists its sessions
+        across its restart gets what was published while it reconnected, as a real upstream
+        subscriber must: a broker drops a message nobody is subscribed to.
+        """
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2)
+        if session:
+            self.client = paho.Client(
+                CallbackAPIVersion.VERSION2, client_id=session, protocol=MQTTProtocolVersion.MQTTv5
+            )
+            self.client.reconnect_delay_set(1, 1)
+        else:
+            self.client = paho.Client(CallbackAPIVersion.VERSION2)
         ready = threading.Event()
         subacks = threading.Semaphore(0)
 
@@ -125,7 +139,12 @@ class Listener:
         self.client.on_connect = on_connect
         self.client.on_subscribe = on_subscribe
         self.client.on_message = on_message
-        self.client.connect(broker.host, broker.port)
+        if session:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = 600
+            self.client.connect(broker.host, broker.port, clean_start=False, properties=props)
+        else:
+            self.client.connect(broker.host, broker.port)
         self.client.loop_start()
         assert ready.wait(10), "listener could not connect"
         for f in filters:  # every SUBACK has landed before anything is published

@@ -4,6 +4,8 @@ is down for 30 s are all delivered, in order per asset, once it is back (issue 5
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +25,13 @@ def test_recommendations_made_during_a_30s_uplink_outage_all_arrive(tmp_path: Pa
         PumpStream(f"pump-{i}", seed=40 + i, start_ts=START, fault=FaultSpec(kind, 900.0))
         for i, kind in enumerate(FAULTS, 1)
     ]
-    with running_broker() as sensors, running_broker() as upstream:
+    # The upstream broker keeps its sessions across its restart, and the test's subscriber
+    # has one from before the outage (as a real upstream subscriber must: a broker drops what
+    # nobody is subscribed to, and the agent may deliver before a new subscriber is in).
+    keep = Path(tempfile.mkdtemp(prefix="edge-mosq-keep-"))  # not tmp_path (0700): mosquitto
+    keep.chmod(0o777)  # started as root saves as its own user
+    durable = f"persistence true\npersistence_location {keep}/\n"
+    with running_broker() as sensors, running_broker(durable) as upstream:
         agent = AgentProcess(
             sensors,
             tmp_path / "state",
@@ -36,6 +44,7 @@ def test_recommendations_made_during_a_30s_uplink_outage_all_arrive(tmp_path: Pa
             },
         )
         feed = Listener(sensors)
+        listener = Listener(upstream, "edge-agent/gw-test/recommendations/#", session="observer")
         agent.start()
         try:
             agent.wait_for_log("agent running")
@@ -53,20 +62,18 @@ def test_recommendations_made_during_a_30s_uplink_outage_all_arrive(tmp_path: Pa
             assert made_during_outage >= len(FAULTS), agent.log_text()
             time.sleep(max(0.0, 30 - (time.monotonic() - outage_started)))
             upstream.start()
-            listener = Listener(upstream, "edge-agent/gw-test/recommendations/#")
-            try:
-                produced = _ids(agent)
-                deadline = time.monotonic() + 60
-                got: list[dict[str, object]] = []
-                while time.monotonic() < deadline and not produced <= {str(r["id"]) for r in got}:
-                    got += [json.loads(p) for _, p in listener.drain()]
-                    time.sleep(0.2)
-            finally:
-                listener.close()
+            produced = _ids(agent)
+            deadline = time.monotonic() + 60
+            got: list[dict[str, object]] = []
+            while time.monotonic() < deadline and not produced <= {str(r["id"]) for r in got}:
+                got += [json.loads(p) for _, p in listener.drain()]
+                time.sleep(0.2)
             assert agent.stop() == 0, agent.log_text()
         finally:
             agent.kill()
             feed.close()
+            listener.close()
+            shutil.rmtree(keep, ignore_errors=True)
 
     received = [str(r["id"]) for r in got]
     missing = produced - set(received)

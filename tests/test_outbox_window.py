@@ -9,7 +9,9 @@ and mix in a lower class, so reads, offers and refusals interleave.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ from edge_agent.connectors.mqtt import MqttClient
 from edge_agent.connectors.uplink import MqttSink
 from edge_agent.core.readings import Outgoing, Priority, new_id
 from edge_agent.daemon.outbox import window as window_module
-from edge_agent.daemon.outbox.queue import open_outbox
+from edge_agent.daemon.outbox.queue import Outbox, open_outbox
 from edge_agent.daemon.outbox.settings import OutboxSettings
 from edge_agent.simulator.broker import Broker
 from tests.test_mqtt import Collector, connected, mqtt_settings
@@ -30,6 +32,28 @@ WINDOW = 8  # small, so that the queue beside it fills and reads take over
 def _msg(root: str, asset: str, n: int, priority: Priority) -> Outgoing:
     body = json.dumps({"asset": asset, "n": n}).encode()
     return Outgoing(f"{root}/{asset}", body, new_id(), key=asset, priority=priority)
+
+
+@contextlib.asynccontextmanager
+async def _delivering(
+    broker: Broker, root: str, outbox: Outbox, seen: Collector
+) -> AsyncIterator[None]:
+    """A watcher recording everything under `root`, and `outbox` delivering through a
+    window of WINDOW meanwhile (cancelled on the way out)."""
+    async with (
+        MqttClient(mqtt_settings(broker), client_id="watch", name="watch") as watch,
+        MqttClient(mqtt_settings(broker, max_inflight=WINDOW), client_id="up", name="up") as up,
+    ):
+        watch.subscribe(f"{root}/#", 1, seen)
+        await connected(watch)
+        await watch.wait_subscribed()
+        await connected(up)
+        delivery = asyncio.create_task(outbox.deliver(MqttSink(up)))
+        try:
+            yield
+        finally:
+            delivery.cancel()
+            await asyncio.gather(delivery, return_exceptions=True)
 
 
 async def _produce(outbox: object, root: str, asset: str, batch: int, cls: Priority) -> None:
@@ -53,15 +77,7 @@ async def test_racing_puts_arrive_complete_and_in_order(
         "bulk": (3 * WINDOW * 4 + 1, Priority.RECOMMENDATION),  # more than the queue holds
         "digest": (7, Priority.DIGEST),
     }
-    async with (
-        MqttClient(mqtt_settings(broker), client_id="watch", name="watch") as watch,
-        MqttClient(mqtt_settings(broker, max_inflight=WINDOW), client_id="up", name="up") as up,
-    ):
-        watch.subscribe(f"{topic_root}/#", 1, seen)
-        await connected(watch)
-        await watch.wait_subscribed()
-        await connected(up)
-        delivery = asyncio.create_task(outbox.deliver(MqttSink(up)))
+    async with _delivering(broker, topic_root, outbox, seen):
         await asyncio.gather(
             *(_produce(outbox, topic_root, a, b, c) for a, (b, c) in producers.items())
         )
@@ -70,8 +86,6 @@ async def test_racing_puts_arrive_complete_and_in_order(
             await seen.wait_for(lambda: len({p for _, p in seen.seen}) >= total)
             while outbox.depth():
                 await asyncio.sleep(0.02)
-        delivery.cancel()
-        await asyncio.gather(delivery, return_exceptions=True)
     await outbox.close()
     firsts: dict[str, list[int]] = {}
     for _, payload in seen.seen:
@@ -124,15 +138,7 @@ async def test_a_message_held_for_the_acks_in_flight_goes_once_the_last_is_in(
     monkeypatch.setattr(window_module, "_DELETE_AFTER_S", 60.0)
     outbox = open_outbox(OutboxSettings(), tmp_path)
     seen = Collector()
-    async with (
-        MqttClient(mqtt_settings(broker), client_id="watch", name="watch") as watch,
-        MqttClient(mqtt_settings(broker, max_inflight=WINDOW), client_id="up", name="up") as up,
-    ):
-        watch.subscribe(f"{topic_root}/#", 1, seen)
-        await connected(watch)
-        await watch.wait_subscribed()
-        await connected(up)
-        delivery = asyncio.create_task(outbox.deliver(MqttSink(up)))
+    async with _delivering(broker, topic_root, outbox, seen):
         await outbox.put([_msg(topic_root, "warm-up", 0, Priority.RECOMMENDATION)])
         await seen.wait_for(lambda: len(seen.seen) == 1)  # the window runs, caught up
         burst = [_msg(topic_root, "digest", n, Priority.DIGEST) for n in range(WINDOW - 2)]
@@ -143,7 +149,5 @@ async def test_a_message_held_for_the_acks_in_flight_goes_once_the_last_is_in(
         )
         async with asyncio.timeout(5):
             await seen.wait_for(lambda: any(b'"rec"' in p for _, p in seen.seen))
-        delivery.cancel()
-        await asyncio.gather(delivery, return_exceptions=True)
     await outbox.close()
     assert len(seen.seen) == WINDOW  # the warm-up, the burst, the recommendation
